@@ -1,0 +1,116 @@
+"""What every dump reader provides: physical memory, notes, VMCOREINFO, segments."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import PageNotInDump
+
+PAGE_CACHE_PAGES = 8192  # decompressed pages kept (32 MiB of 4 KiB pages)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive physical pages in one state."""
+
+    start: int  # first physical address
+    end: int  # one past the last physical address
+    state: str  # present, excluded, truncated, lost
+    vaddr: int | None = None
+    file_offset: int | None = None
+    source: str = ""
+
+
+@dataclass
+class PageCache:
+    """A bounded LRU cache of decoded pages keyed by page frame number."""
+
+    capacity: int = PAGE_CACHE_PAGES
+    _pages: OrderedDict = field(default_factory=OrderedDict)
+
+    def get(self, pfn: int, load: Callable[[int], bytes]) -> bytes:
+        """Return page `pfn`, calling `load(pfn)` on a miss."""
+        pages = self._pages
+        data = pages.get(pfn)
+        if data is not None:
+            pages.move_to_end(pfn)
+            return data
+        data = load(pfn)
+        pages[pfn] = data
+        if len(pages) > self.capacity:
+            pages.popitem(last=False)
+        return data
+
+    def clear(self) -> None:
+        """Drop every cached page."""
+        self._pages.clear()
+
+
+class DumpReader:
+    """Base class of the format readers.
+
+    Subclasses fill the attributes in their constructor and implement `_load_page`
+    (page-granular formats) or override `read_phys` (ELF, which is contiguous).
+    """
+
+    format: str = "unknown"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.header: dict = {}
+        self.vmcoreinfo: dict[str, str] = {}
+        self.vmcoreinfo_raw: bytes = b""
+        self.notes: list = []  # list[notes.Note]
+        self.page_size: int = 4096
+        self.max_pfn: int = 0  # one past the highest page frame the dump describes
+        self.warnings: list[str] = []
+        self._cache = PageCache()
+
+    # -- memory ---------------------------------------------------------------------
+    def _load_page(self, pfn: int) -> bytes:
+        """Return the decoded bytes of page `pfn` or raise PageNotInDump."""
+        raise NotImplementedError
+
+    def read_page(self, pfn: int) -> bytes:
+        """One whole page, through the LRU cache."""
+        return self._cache.get(pfn, self._load_page)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        """Read `size` bytes of physical memory at `paddr`, across page boundaries."""
+        if size <= 0:
+            return b""
+        psz = self.page_size
+        off = paddr % psz
+        if off + size <= psz:
+            return self.read_page(paddr // psz)[off:off + size]
+        parts = []
+        pfn = paddr // psz
+        remaining = size
+        while remaining > 0:
+            chunk = self.read_page(pfn)[off:off + remaining]
+            parts.append(chunk)
+            remaining -= len(chunk)
+            pfn += 1
+            off = 0
+        return b"".join(parts)
+
+    def is_present(self, paddr: int) -> bool:
+        """True when the page holding `paddr` can be read."""
+        try:
+            self.read_page(paddr // self.page_size)
+        except PageNotInDump:
+            return False
+        return True
+
+    def segments(self) -> list[Segment]:
+        """Physical ranges and their state, consecutive pages of one state merged."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the files."""
+        self._cache.clear()
+
+    def _missing(self, paddr: int, reason: str) -> PageNotInDump:
+        return PageNotInDump(paddr, reason, self.path)
