@@ -1,0 +1,187 @@
+"""ELF vmcores: /proc/vmcore copies (ELF64/ELF32), makedumpfile -E, QEMU dump-guest-memory."""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from ..errors import CorruptDump, FormatError
+from .base import DumpReader, Segment
+from .notes import NT_AUXV, NT_FILE, NT_PRPSINFO, is_qemu, parse_notes, parse_vmcoreinfo, \
+    prstatus_notes, vmcoreinfo_note
+
+ELF_FLAG_INCOMPLETE = 0x1  # makedumpfile -E sets e_flags bit 0 when it ran out of space
+USER_NOTE_TYPES = {NT_PRPSINFO, NT_AUXV, NT_FILE}
+
+
+@dataclass(frozen=True)
+class _Load:
+    index: int
+    paddr: int
+    vaddr: int
+    offset: int
+    filesz: int
+    memsz: int
+
+
+class ElfDump(DumpReader):
+    """A vmcore in ELF form; memory is read straight from the mapped file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._file = open(path, "rb")
+        try:
+            self._open()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open(self) -> None:
+        self.file_size = os.fstat(self._file.fileno()).st_size
+        try:
+            elf = ELFFile(self._file)
+            ehdr = elf.header
+            phdrs = [elf.get_segment(i).header for i in range(elf.num_segments())]
+        except (ELFError, ValueError, OSError) as exc:
+            raise CorruptDump(f"{self.path}: ELF headers unreadable ({exc})") from exc
+        except Exception as exc:  # pyelftools raises construct errors on short reads
+            raise CorruptDump(f"{self.path}: ELF headers end early or are malformed "
+                              f"({type(exc).__name__}: {exc})") from exc
+        if ehdr["e_type"] != "ET_CORE":
+            raise FormatError(f"{self.path}: an ELF {ehdr['e_type']} file, not a core dump "
+                              "(is this a vmlinux or a module? pass it as vmlinux=)")
+        self.elfclass = elf.elfclass
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+
+        note_blob = b""
+        problems: list[str] = []
+        loads: list[_Load] = []
+        for i, ph in enumerate(phdrs):
+            if ph["p_type"] == "PT_NOTE":
+                end = ph["p_offset"] + ph["p_filesz"]
+                if end > self.file_size:
+                    problems.append(f"PT_NOTE ends at {end:#x}, past the end of the file "
+                                    f"({self.file_size:#x})")
+                note_blob += self._map[ph["p_offset"]:min(end, self.file_size)]
+            elif ph["p_type"] == "PT_LOAD":
+                loads.append(_Load(len(loads), ph["p_paddr"], ph["p_vaddr"], ph["p_offset"],
+                                   ph["p_filesz"], ph["p_memsz"]))
+        self.notes = parse_notes(note_blob, problems)
+        raw = vmcoreinfo_note(self.notes)
+        if raw is not None:
+            self.vmcoreinfo_raw = raw
+            self.vmcoreinfo = parse_vmcoreinfo(raw)
+        qemu = is_qemu(self.notes)
+        if not loads and not self.notes:
+            raise FormatError(f"{self.path}: an ELF core with neither memory segments nor notes")
+        if raw is None and not qemu and any(n.type in USER_NOTE_TYPES for n in self.notes):
+            raise FormatError(f"{self.path}: a userspace process core dump (it has process "
+                              "notes and no VMCOREINFO); kdnb reads kernel crash dumps")
+        self.page_size = int(self.vmcoreinfo.get("PAGESIZE", "4096") or 4096)
+        self._loads = loads
+        self._build_index()
+        expected = max((ld.offset + ld.filesz for ld in loads), default=0)
+        truncated = self.file_size < expected
+        if truncated:
+            problems.append(f"file is {self.file_size} bytes but its PT_LOADs need {expected}")
+        self.format = "qemu-elf" if qemu else ("elf64" if self.elfclass == 64 else "elf32")
+        self.max_pfn = max((ld.paddr + ld.memsz for ld in loads), default=0) // self.page_size
+        self.problems = problems
+        self.header = {
+            "format": self.format,
+            "elf_class": self.elfclass,
+            "machine": ehdr["e_machine"],
+            "e_flags": ehdr["e_flags"],
+            "incomplete": bool(ehdr["e_flags"] & ELF_FLAG_INCOMPLETE),
+            "filtered": any(ld.memsz > ld.filesz for ld in loads),
+            "truncated": truncated,
+            "file_size": self.file_size,
+            "expected_size": expected,
+            "pt_loads": len(loads),
+            "nr_cpus": len(prstatus_notes(self.notes)),
+            "qemu": qemu,
+            "compression": "none",
+            "phys_base": _signed(self.vmcoreinfo.get("NUMBER(phys_base)")),
+            "problems": problems,
+        }
+
+    def _build_index(self) -> None:
+        """Disjoint physical pieces (start, end, file offset or -1 for excluded, load)."""
+        pieces: list[tuple[int, int, int, _Load]] = []
+        for ld in sorted(self._loads, key=lambda x: (x.paddr, -x.filesz)):
+            present_end = ld.paddr + ld.filesz
+            parts = [(ld.paddr, present_end, ld.offset), (present_end, ld.paddr + ld.memsz, -1)]
+            for start, end, off in parts:
+                if pieces and start < pieces[-1][1]:  # overlaps an earlier load: keep the first
+                    if off >= 0:
+                        off += pieces[-1][1] - start
+                    start = pieces[-1][1]
+                if start < end:
+                    pieces.append((start, end, off, ld))
+        self._pieces = pieces
+        self._starts = [p[0] for p in pieces]
+
+    def read_page(self, pfn: int) -> bytes:
+        psz = self.page_size
+        return self.read_phys(pfn * psz, psz)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        out = []
+        while size > 0:
+            i = bisect.bisect_right(self._starts, paddr) - 1
+            if i < 0 or paddr >= self._pieces[i][1]:
+                raise self._missing(paddr, "a hole: not in any PT_LOAD")
+            start, end, off, _ = self._pieces[i]
+            n = min(size, end - paddr)
+            if off < 0:  # past p_filesz: zero by ELF rules (makedumpfile -E drops zero pages so)
+                out.append(bytes(n))
+                paddr += n
+                size -= n
+                continue
+            foff = off + (paddr - start)
+            if foff + n > self.file_size:
+                if foff >= self.file_size:
+                    raise self._missing(paddr, "beyond the end of a truncated file")
+                n = self.file_size - foff
+            out.append(self._map[foff:foff + n])
+            paddr += n
+            size -= n
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def segments(self) -> list[Segment]:
+        segs = []
+        for ld in self._loads:
+            src = f"PT_LOAD {ld.index}"
+            present_end = ld.paddr + ld.filesz
+            avail = max(0, min(ld.filesz, self.file_size - ld.offset))
+            if avail:
+                segs.append(Segment(ld.paddr, ld.paddr + avail, "present", ld.vaddr, ld.offset, src))
+            if avail < ld.filesz:
+                segs.append(Segment(ld.paddr + avail, present_end, "truncated",
+                                    ld.vaddr + avail, ld.offset + avail, src))
+            if ld.memsz > ld.filesz:
+                segs.append(Segment(present_end, ld.paddr + ld.memsz, "excluded",
+                                    ld.vaddr + ld.filesz, None, src))
+        return segs
+
+    def close(self) -> None:
+        super().close()
+        if getattr(self, "_map", None) is not None:
+            self._map.close()
+            self._map = None
+        self._file.close()
+
+
+def _signed(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value, 10)
+    except ValueError:
+        return None
+

@@ -1,0 +1,312 @@
+"""makedumpfile's kdump-compressed format (header versions 1-6, 64-bit targets)."""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ..errors import CorruptDump
+from .base import DumpReader, Segment
+from .codecs import DECOMPRESSORS, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_EXCLUDED_VMEMMAP, \
+    compression_names
+from .notes import is_qemu, parse_notes, parse_vmcoreinfo, prstatus_notes, vmcoreinfo_note
+from .source import PlainSource, read_exact
+
+SIGNATURES = (b"KDUMP   ", b"DISKDUMP")
+HEADER_SIZE = 464  # disk_dump_header up to tasks[]
+UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+PAGE_DESC = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"),
+                      ("page_flags", "<u8")])
+POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+MAX_PFN_LIMIT = 1 << 40  # 4 PiB of 4 KiB pages: anything above is a corrupt header
+STATE_NAMES = ("hole", "present", "excluded", "truncated", "lost")
+
+
+def parse_disk_dump_header(raw: bytes, path: str) -> dict:
+    """Decode the 64-bit disk_dump_header block (fields in little-endian target order)."""
+    (version,) = struct.unpack_from("<i", raw, 8)
+    uts = {}
+    for i, name in enumerate(UTS_FIELDS):
+        field = raw[12 + 65 * i: 12 + 65 * (i + 1)]
+        uts[name] = field.split(b"\0", 1)[0].decode("utf-8", "replace")
+    (tv_sec, tv_usec, status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr,
+     total_ram_blocks, device_blocks, written_blocks, current_cpu, nr_cpus) = \
+        struct.unpack_from("<qqIiiIIIIIii", raw, 408)
+    if not (512 <= block_size <= 1 << 20) or block_size & (block_size - 1):
+        raise CorruptDump(f"{path}: kdump header block_size {block_size} is not a page size")
+    if version < 1 or version > 64:
+        raise CorruptDump(f"{path}: kdump header version {version} is not 1-6")
+    if sub_hdr_size < 0 or sub_hdr_size > 1 << 20:
+        raise CorruptDump(f"{path}: kdump header sub_hdr_size {sub_hdr_size} is implausible")
+    return {
+        "signature": raw[:8].decode("ascii", "replace"),
+        "header_version": version,
+        "utsname": uts,
+        "timestamp": datetime.fromtimestamp(tv_sec, tz=timezone.utc)
+        if 0 <= tv_sec < 1 << 34 else None,
+        "timestamp_sec": tv_sec,
+        "timestamp_usec": tv_usec,
+        "status": status,
+        "block_size": block_size,
+        "sub_hdr_size": sub_hdr_size,
+        "bitmap_blocks": bitmap_blocks,
+        "max_mapnr": max_mapnr,
+        "total_ram_blocks": total_ram_blocks,
+        "device_blocks": device_blocks,
+        "written_blocks": written_blocks,
+        "current_cpu": current_cpu,
+        "nr_cpus": nr_cpus,
+    }
+
+
+def parse_sub_header(raw: bytes, version: int) -> dict:
+    """Decode kdump_sub_header; fields present depend on the header version."""
+    out: dict = {}
+    fields = [("phys_base", "Q", 0), ("dump_level", "i", 8), ("split", "i", 12)]
+    if version >= 2:
+        fields += [("start_pfn", "Q", 16), ("end_pfn", "Q", 24)]
+    if version >= 3:
+        fields += [("offset_vmcoreinfo", "Q", 32), ("size_vmcoreinfo", "Q", 40)]
+    if version >= 4:
+        fields += [("offset_note", "Q", 48), ("size_note", "Q", 56)]
+    if version >= 5:
+        fields += [("offset_eraseinfo", "Q", 64), ("size_eraseinfo", "Q", 72)]
+    if version >= 6:
+        fields += [("start_pfn_64", "Q", 80), ("end_pfn_64", "Q", 88), ("max_mapnr_64", "Q", 96)]
+    for name, fmt, off in fields:
+        if off + struct.calcsize(fmt) <= len(raw):
+            out[name] = struct.unpack_from("<" + fmt, raw, off)[0]
+    if "phys_base" in out and out["phys_base"] >= 1 << 63:
+        out["phys_base"] -= 1 << 64
+    return out
+
+
+class KdumpDump(DumpReader):
+    """A kdump-compressed file, plain or flattened. Opening reads headers and bitmaps only."""
+
+    def __init__(self, source: PlainSource, format_name: str) -> None:
+        super().__init__(source.path)
+        self.source = source
+        self.format = format_name
+        self.problems: list[str] = list(getattr(source, "problems", []))
+        try:
+            self._open()
+        except BaseException:
+            source.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+    def _open(self) -> None:
+        src = self.source
+        head = read_exact(src, 0, HEADER_SIZE, "disk_dump_header")
+        hdr = parse_disk_dump_header(head, self.path)
+        bs = self.page_size = hdr["block_size"]
+        sub_raw = src.pread(bs, min(hdr["sub_hdr_size"] * bs, 4096) if hdr["sub_hdr_size"] else 0)
+        sub = parse_sub_header(sub_raw, hdr["header_version"]) if sub_raw else {}
+        if hdr["sub_hdr_size"] and len(sub_raw) < 104:
+            self.problems.append(f"sub-header at {bs:#x} is short ({len(sub_raw)} bytes)")
+        max_mapnr = sub.get("max_mapnr_64") or hdr["max_mapnr"]
+        if max_mapnr > MAX_PFN_LIMIT:
+            raise CorruptDump(f"{self.path}: max_mapnr {max_mapnr} is implausible")
+        self.max_pfn = max_mapnr
+        self.start_pfn = sub.get("start_pfn_64", sub.get("start_pfn", 0)) if sub.get("split") \
+            else 0
+        self.end_pfn = (sub.get("end_pfn_64", sub.get("end_pfn", max_mapnr)) or max_mapnr) \
+            if sub.get("split") else max_mapnr
+        self._read_notes(hdr, sub)
+        self._read_bitmaps(hdr, max_mapnr)
+        status = hdr["status"]
+        self.incomplete = bool(status & DUMP_DH_COMPRESSED_INCOMPLETE)
+        phys_base = sub.get("phys_base")
+        vmci_base = self.vmcoreinfo.get("NUMBER(phys_base)")
+        if vmci_base is not None:  # QEMU writes a wrong phys_base into the sub-header
+            try:
+                phys_base = int(vmci_base, 10)
+            except ValueError:
+                pass
+        qemu = is_qemu(self.notes)
+        self.header = {
+            **hdr,
+            **sub,
+            "format": self.format,
+            "compression": "+".join(compression_names(status)) or "none",
+            "incomplete": self.incomplete,
+            "excluded_vmemmap": bool(status & DUMP_DH_EXCLUDED_VMEMMAP),
+            "max_mapnr": max_mapnr,
+            "phys_base": phys_base,
+            "dump_level": sub.get("dump_level"),
+            "split": bool(sub.get("split")),
+            "present_pages": int(self._rank_prefix[-1]) if len(self._rank_prefix) else 0,
+            "ram_pages": self._ram_pages,
+            "file_size": src.size,
+            "qemu": qemu,
+            "prstatus_notes": len(prstatus_notes(self.notes)),
+            "problems": self.problems,
+        }
+        self._desc_off = bs * (1 + hdr["sub_hdr_size"] + hdr["bitmap_blocks"])
+        self.header["descriptors_offset"] = self._desc_off
+
+    def _read_notes(self, hdr: dict, sub: dict) -> None:
+        src = self.source
+        if sub.get("size_note"):
+            blob = src.pread(sub["offset_note"], min(sub["size_note"], 1 << 24))
+            if len(blob) < sub["size_note"]:
+                self.problems.append(f"ELF notes at {sub['offset_note']:#x} cut short "
+                                     f"({len(blob)} of {sub['size_note']} bytes)")
+            self.notes = parse_notes(blob, self.problems)
+        raw = None
+        if sub.get("size_vmcoreinfo"):
+            raw = src.pread(sub["offset_vmcoreinfo"], min(sub["size_vmcoreinfo"], 1 << 20))
+            if len(raw) < sub["size_vmcoreinfo"]:
+                self.problems.append(f"VMCOREINFO at {sub['offset_vmcoreinfo']:#x} cut short")
+        if not raw:
+            raw = vmcoreinfo_note(self.notes)
+        if raw:
+            self.vmcoreinfo_raw = raw
+            self.vmcoreinfo = parse_vmcoreinfo(raw)
+
+    def _read_bitmaps(self, hdr: dict, max_mapnr: int) -> None:
+        bs = hdr["block_size"]
+        half = hdr["bitmap_blocks"] * bs // 2
+        need = (max_mapnr + 7) // 8
+        if half < need:
+            self.problems.append(f"bitmaps cover {half * 8} page frames, max_mapnr is {max_mapnr}: "
+                                 "pages past the bitmap are treated as absent")
+        base = bs * (1 + hdr["sub_hdr_size"])
+        nbytes = min(half, need)
+        bm1 = self.source.pread(base, nbytes)
+        bm2 = self.source.pread(base + half, nbytes)
+        if len(bm1) < nbytes or len(bm2) < nbytes:
+            self.problems.append(f"bitmaps at {base:#x} run past the end of the file")
+        self._bitmap1 = np.zeros(nbytes, dtype=np.uint8)
+        self._bitmap1[:len(bm1)] = np.frombuffer(bm1, dtype=np.uint8)
+        self._bitmap2 = np.zeros(nbytes, dtype=np.uint8)
+        self._bitmap2[:len(bm2)] = np.frombuffer(bm2, dtype=np.uint8)
+        if max_mapnr % 8 and nbytes == need:  # ignore bits past max_mapnr in the last byte
+            mask = np.uint8((1 << (max_mapnr % 8)) - 1)
+            self._bitmap1[-1] &= mask
+            self._bitmap2[-1] &= mask
+        # exclusive prefix sums of set bits per byte: rank(pfn) in O(1)
+        counts = POPCOUNT[self._bitmap2]
+        self._rank_prefix = np.empty(nbytes + 1, dtype=np.int64 if max_mapnr >= 1 << 32
+                                     else np.uint32)
+        self._rank_prefix[0] = 0
+        np.cumsum(counts, out=self._rank_prefix[1:], dtype=self._rank_prefix.dtype)
+        self._ram_pages = int(POPCOUNT[self._bitmap1].sum(dtype=np.int64))
+        self._bm2_bytes = self._bitmap2.tobytes()
+
+    # -- memory --------------------------------------------------------------------------
+    def has_page(self, pfn: int) -> bool:
+        """True when the 2nd bitmap marks page `pfn` as written to the file."""
+        byte = pfn >> 3
+        return 0 <= byte < len(self._bm2_bytes) and bool(self._bm2_bytes[byte] >> (pfn & 7) & 1)
+
+    def _descriptor(self, pfn: int) -> tuple[int, int, int]:
+        byte = pfn >> 3
+        rank = int(self._rank_prefix[byte]) + \
+            bin(self._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).count("1")
+        pos = self._desc_off + rank * 24
+        raw = self.source.pread(pos, 24)
+        if len(raw) < 24:
+            raise self._missing(pfn * self.page_size, "its page descriptor lies beyond the end "
+                                "of a truncated file")
+        return struct.unpack_from("<qII", raw)
+
+    def _load_page(self, pfn: int) -> bytes:
+        psz = self.page_size
+        paddr = pfn * psz
+        if not self.has_page(pfn):
+            byte = pfn >> 3
+            if 0 <= byte < len(self._bitmap1) and self._bitmap1[byte] >> (pfn & 7) & 1:
+                level = self.header.get("dump_level")
+                raise self._missing(paddr, f"excluded by dump level {level}")
+            raise self._missing(paddr, "not in the dump (a hole or beyond max_mapnr)")
+        offset, size, flags = self._descriptor(pfn)
+        if offset == 0 and size == 0:
+            reason = "lost in an incomplete dump" if self.incomplete else \
+                "its page descriptor is empty"
+            raise self._missing(paddr, reason)
+        if size > psz or offset <= 0:
+            raise CorruptDump(f"{self.path}: page descriptor of pfn {pfn:#x} is corrupt "
+                              f"(offset {offset:#x}, size {size}, flags {flags:#x})")
+        data = self.source.pread(offset, size)
+        if len(data) < size:
+            raise self._missing(paddr, "beyond the end of a truncated file")
+        if flags == 0 or (size == psz and not flags & 0x2F):
+            return data
+        codec = DECOMPRESSORS.get(flags & 0x27)
+        if codec is None:
+            raise CorruptDump(f"{self.path}: pfn {pfn:#x} has unknown compression flags {flags:#x}")
+        try:
+            page = codec(data, psz)
+        except Exception as exc:  # each codec has its own error type
+            raise CorruptDump(f"{self.path}: pfn {pfn:#x} at offset {offset:#x} does not "
+                              f"decompress ({type(exc).__name__}: {exc})") from exc
+        if len(page) != psz:
+            raise CorruptDump(f"{self.path}: pfn {pfn:#x} decompresses to {len(page)} bytes, "
+                              f"not {psz}")
+        return page
+
+    # -- segments ------------------------------------------------------------------------
+    def page_states(self) -> np.ndarray:
+        """State code per page frame (index into STATE_NAMES), vectorised over the bitmaps."""
+        n = self.max_pfn
+        exists = np.unpackbits(self._bitmap1, bitorder="little")[:n]
+        present = np.unpackbits(self._bitmap2, bitorder="little")[:n].astype(bool)
+        codes = np.zeros(n, dtype=np.uint8)
+        codes[exists[:n].astype(bool)] = 2
+        codes[present] = 1
+        present_pfns = np.flatnonzero(present)
+        if len(present_pfns):
+            descs = self._all_descriptors(len(present_pfns))
+            bad = np.full(len(present_pfns), 3, dtype=np.uint8)  # truncated unless proven ok
+            ok = (descs["offset"] > 0) & \
+                (descs["offset"] + descs["size"].astype(np.int64) <= self.source.size)
+            bad[ok] = 1
+            empty = (descs["offset"] == 0) & (descs["size"] == 0)
+            if self.incomplete:
+                bad[empty[:len(bad)]] = 4
+            codes[present_pfns] = bad
+        return codes
+
+    def _all_descriptors(self, count: int) -> np.ndarray:
+        """The page descriptors of every present page (missing ones zero-filled)."""
+        out = np.zeros(count, dtype=PAGE_DESC)
+        chunk = 1 << 16
+        for first in range(0, count, chunk):
+            n = min(chunk, count - first)
+            raw = self.source.pread(self._desc_off + first * 24, n * 24)
+            got = len(raw) // 24
+            if got:
+                out[first:first + got] = np.frombuffer(raw[:got * 24], dtype=PAGE_DESC)
+            if got < n:
+                break
+        return out
+
+    def segments(self) -> list[Segment]:
+        return runs_to_segments(self.page_states(), self.page_size, base_pfn=0)
+
+    def close(self) -> None:
+        super().close()
+        self.source.close()
+
+
+def runs_to_segments(codes: np.ndarray, page_size: int, base_pfn: int = 0) -> list[Segment]:
+    """Merge consecutive page frames of one state into segments (holes dropped)."""
+    if len(codes) == 0:
+        return []
+    change = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [len(codes)]))
+    segs = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        code = int(codes[s])
+        if code:
+            segs.append(Segment((base_pfn + s) * page_size, (base_pfn + e) * page_size,
+                                STATE_NAMES[code], None, None, "bitmap"))
+    return segs
+
+
+__all__ = ["KdumpDump", "SIGNATURES", "runs_to_segments"]

@@ -1,0 +1,226 @@
+"""Parse BTF (the kernel's compact type format): one pass over the type headers, details on demand."""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import KdnbError, TypeNotFound
+from .types import Enumerator, Member, Param, Type
+
+BTF_MAGIC = 0xEB9F
+_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
+
+KINDS = ("void", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typedef", "volatile",
+         "const", "restrict", "func", "func_proto", "var", "datasec", "float", "decl_tag",
+         "type_tag", "enum64")
+# bytes after the 12-byte header: fixed part, and per-vlen item
+_FIXED = (0, 4, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 4, 0, 0)
+_PER_ITEM = (0, 0, 0, 0, 12, 12, 8, 0, 0, 0, 0, 0, 0, 8, 0, 12, 0, 0, 0, 12)
+# kinds named with a prefix in C ("struct task_struct")
+_PREFIX = {4: "struct ", 5: "union ", 6: "enum ", 19: "enum "}
+_SIZED = {1, 4, 5, 6, 15, 16, 19}  # kinds whose third header word is a size (else a type id)
+_INT_ENCODING = {1: "signed", 2: "char", 4: "bool"}
+
+
+def scan(data: bytes) -> tuple[dict, np.ndarray]:
+    """Validate the header and return it with the word offset of every type record (index = id)."""
+    if len(data) < _HEADER.size:
+        raise KdnbError("BTF blob is too short")
+    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
+    if magic != BTF_MAGIC or version != 1:
+        raise KdnbError(f"not BTF (magic {magic:#x}, version {version})")
+    start = hdr_len + type_off
+    if start % 4 or start + type_len > len(data) or hdr_len + str_off + str_len > len(data):
+        raise KdnbError("BTF header points outside the blob")
+    words = memoryview(data)[start:start + type_len - type_len % 4].cast("I")
+    end = len(words)
+    fixed = [f // 4 for f in _FIXED] + [0] * 12
+    per = [p // 4 for p in _PER_ITEM] + [0] * 12
+    positions = [0]  # id 0 is void
+    append = positions.append
+    i = 0
+    while i < end:
+        append(i)
+        info = words[i + 1]
+        kind = (info >> 24) & 0x1F
+        i += 3 + fixed[kind] + per[kind] * (info & 0xFFFF)
+    header = {"hdr_len": hdr_len, "type_off": type_off, "type_len": type_len,
+              "str_off": str_off, "str_len": str_len}
+    return header, np.array(positions, dtype=np.int64)
+
+
+class BTF:
+    """A BTF blob with lazily built name index and lazily decoded types.
+
+    `positions` (word offsets of the type records, as `scan` returns) can come from a cache.
+    """
+
+    def __init__(self, data: bytes, positions: np.ndarray | None = None) -> None:
+        self.data = data
+        if positions is None:
+            self.header, positions = scan(data)
+        else:
+            self.header = scan_header(data)
+        self.positions = positions
+        h = self.header
+        start = h["hdr_len"] + h["type_off"]
+        self._words = np.frombuffer(data, dtype="<u4", offset=start, count=h["type_len"] // 4)
+        self._wordlist = memoryview(data)[start:start + h["type_len"] - h["type_len"] % 4].cast("I")
+        self._str_start = h["hdr_len"] + h["str_off"]
+        self._str_end = self._str_start + h["str_len"]
+        self._index: dict[str, int] | None = None
+        self._types: dict[int, Type] = {}
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    # -- strings and headers -----------------------------------------------------------
+    def string(self, offset: int) -> str:
+        """The NUL-terminated string at `offset` in the string section."""
+        if not offset:
+            return ""
+        start = self._str_start + offset
+        end = self.data.find(b"\0", start, self._str_end)
+        return self.data[start:end if end >= 0 else self._str_end].decode("utf-8", "replace")
+
+    def kind_of(self, type_id: int) -> str:
+        """The kind name of a type id."""
+        if type_id == 0:
+            return "void"
+        return KINDS[(self._wordlist[self.positions[type_id] + 1] >> 24) & 0x1F]
+
+    # -- lookup ---------------------------------------------------------------------------
+    def _build_index(self) -> dict[str, int]:
+        """C-spelled name -> first type id ("struct task_struct", "u64", "enum pid_type")."""
+        pos = self.positions[1:]
+        name_off = self._words[pos]
+        kinds = (self._words[pos + 1] >> 24) & 0x1F
+        named = np.flatnonzero(name_off)
+        strings = self.data[self._str_start:self._str_end]
+        nul = np.flatnonzero(np.frombuffer(strings, dtype=np.uint8) == 0)
+        text = strings.decode("utf-8", "replace").split("\0")
+        # string at byte offset o is text[number of NULs before o]
+        which = np.searchsorted(nul, name_off[named])
+        index: dict[str, int] = {}
+        prefix = _PREFIX
+        for tid, k, w in zip((named + 1).tolist(), kinds[named].tolist(), which.tolist()):
+            if k in (12, 14, 15, 17):  # func, var, datasec, decl_tag live in their own namespaces
+                key = f"{KINDS[k]} {text[w]}"
+            else:
+                key = prefix.get(k, "") + text[w]
+            if key not in index or (k != 7 and self.kind_of(index[key]) == "fwd"):
+                index[key] = tid
+        return index
+
+    def find(self, name: str) -> int:
+        """Type id of a C-spelled type name; raises TypeNotFound."""
+        if self._index is None:
+            self._index = self._build_index()
+        key = " ".join(name.split())
+        tid = self._index.get(key)
+        if tid is None and key.startswith("enum "):
+            tid = None
+        if tid is None:
+            raise TypeNotFound(f"no type named {name!r} in BTF")
+        return tid
+
+    def names(self) -> Iterator[str]:
+        """Every indexed type name."""
+        if self._index is None:
+            self._index = self._build_index()
+        return iter(self._index)
+
+    def type(self, key: "int | str") -> Type:
+        """A Type by id or by C-spelled name ("struct task_struct", "unsigned long")."""
+        tid = self.find(key) if isinstance(key, str) else key
+        t = self._types.get(tid)
+        if t is None:
+            t = self._decode(tid)
+            self._types[tid] = t
+        return t
+
+    # -- decoding ----------------------------------------------------------------------
+    def _decode(self, tid: int) -> Type:
+        if tid == 0:
+            return Type(self, 0, "void", "", 0)
+        if not 0 < tid < len(self.positions):
+            raise TypeNotFound(f"BTF type id {tid} out of range")
+        w = self._wordlist
+        p = int(self.positions[tid])
+        name_off, info, size_or_type = w[p], w[p + 1], w[p + 2]
+        kind = (info >> 24) & 0x1F
+        vlen = info & 0xFFFF
+        kflag = bool(info >> 31)
+        name = self.string(name_off)
+        kname = KINDS[kind]
+        if kind in _SIZED:
+            t = Type(self, tid, kname, name, size_or_type)
+        else:
+            t = Type(self, tid, kname, name, None, target_id=size_or_type)
+        p += 3
+        if kind == 1:  # int
+            extra = w[p]
+            t.encoding = _INT_ENCODING.get((extra >> 24) & 0xF, "unsigned")
+            t.int_bits = extra & 0xFF
+            t.int_offset = (extra >> 16) & 0xFF
+        elif kind == 3:  # array
+            t.target_id, t.index_type_id, t.length = w[p], w[p + 1], w[p + 2]
+        elif kind in (4, 5):  # struct, union
+            t.members_raw = [(w[q], w[q + 1], w[q + 2]) for q in range(p, p + 3 * vlen, 3)]
+            t.kind_flag = kflag
+        elif kind == 6:  # enum
+            signed = kflag
+            t.enumerators = [
+                Enumerator(self.string(w[q]), _s32(w[q + 1]) if signed else w[q + 1])
+                for q in range(p, p + 2 * vlen, 2)
+            ]
+            t.signed = signed
+        elif kind == 19:  # enum64
+            vals = []
+            for q in range(p, p + 3 * vlen, 3):
+                v = w[q + 1] | (w[q + 2] << 32)
+                if kflag and v >> 63:
+                    v -= 1 << 64
+                vals.append(Enumerator(self.string(w[q]), v))
+            t.enumerators = vals
+            t.signed = kflag
+        elif kind == 13:  # func_proto
+            t.params = [Param(self.string(w[q]), w[q + 1]) for q in range(p, p + 2 * vlen, 2)]
+        elif kind == 12:  # func: vlen is the linkage
+            t.linkage = vlen
+        elif kind == 14:  # var
+            t.linkage = w[p]
+        elif kind == 15:  # datasec
+            t.vars = [(w[q], w[q + 1], w[q + 2]) for q in range(p, p + 3 * vlen, 3)]
+        elif kind == 17:  # decl_tag
+            t.component_idx = _s32(w[p])
+        elif kind == 7:  # fwd: kind_flag says union
+            t.fwd_kind = "union" if kflag else "struct"
+        return t
+
+    def members(self, t: Type) -> list[Member]:
+        """Decode a struct/union's members (bit offsets honour kind_flag bitfields)."""
+        out = []
+        for name_off, type_id, offset in t.members_raw:
+            if t.kind_flag:
+                bit_size, bit_offset = offset >> 24, offset & 0xFFFFFF
+            else:
+                bit_size, bit_offset = 0, offset
+            out.append(Member(self.string(name_off), bit_offset, bit_size, self, type_id))
+        return out
+
+
+def scan_header(data: bytes) -> dict:
+    """Validate and return the BTF header fields."""
+    magic, version, _f, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
+    if magic != BTF_MAGIC or version != 1:
+        raise KdnbError(f"not BTF (magic {magic:#x}, version {version})")
+    return {"hdr_len": hdr_len, "type_off": type_off, "type_len": type_len,
+            "str_off": str_off, "str_len": str_len}
+
+
+def _s32(v: int) -> int:
+    return v - (1 << 32) if v & 0x80000000 else v

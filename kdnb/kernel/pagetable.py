@@ -1,0 +1,122 @@
+"""x86_64 kernel virtual-to-physical translation: 4- and 5-level page tables, huge pages, KASLR."""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from ..errors import FaultError, KdnbError
+
+START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel text mapping
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1) & 0xFFFFFFFFFFFFFFFF
+PTE_PFN_MASK = 0x000FFFFFFFFFF000  # physical address bits 12..51 of an entry
+_PRESENT = 0x1
+_PSE = 0x80  # a leaf at PUD (1 GiB) or PMD (2 MiB) level
+_U64 = struct.Struct("<Q")
+
+# (name, shift) from the top level down; 5-level paging adds the P4D under PGD.
+_LEVELS_4 = (("pgd", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
+_LEVELS_5 = (("pgd", 48), ("p4d", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
+
+
+def _vmcoreinfo_int(info: dict[str, str], key: str, base: int, default: int | None = None) -> int:
+    value = info.get(key)
+    if value is None:
+        if default is None:
+            raise KdnbError(f"VMCOREINFO lacks {key}: cannot translate virtual addresses")
+        return default
+    return int(value, base)
+
+
+class PageTable:
+    """Translate kernel virtual addresses of one dump, caching each page's translation.
+
+    The root is `SYMBOL(init_top_pgt)` (alias `swapper_pg_dir`), itself found through the kernel text
+    mapping (`paddr = vaddr - __START_KERNEL_map + phys_base`). Once `page_offset` is set (the value
+    of `page_offset_base`), direct-map addresses translate arithmetically.
+    """
+
+    def __init__(self, read_phys: Callable[[int, int], bytes], vmcoreinfo: dict[str, str]) -> None:
+        self._read_phys = read_phys
+        self.phys_base = _vmcoreinfo_int(vmcoreinfo, "NUMBER(phys_base)", 10, 0)
+        self.kernel_offset = _vmcoreinfo_int(vmcoreinfo, "KERNELOFFSET", 16, 0)
+        self.levels = 5 if _vmcoreinfo_int(vmcoreinfo, "NUMBER(pgtable_l5_enabled)", 10, 0) else 4
+        sme_mask = _vmcoreinfo_int(vmcoreinfo, "NUMBER(sme_mask)", 10, 0)
+        self._entry_mask = PTE_PFN_MASK & ~sme_mask
+        root = vmcoreinfo.get("SYMBOL(init_top_pgt)") or vmcoreinfo.get("SYMBOL(swapper_pg_dir)")
+        if root is None:
+            raise KdnbError("VMCOREINFO lacks SYMBOL(init_top_pgt) and SYMBOL(swapper_pg_dir)")
+        self.root_vaddr = int(root, 16)
+        self.root_paddr = self.kernel_text_paddr(self.root_vaddr)
+        max_bits = _vmcoreinfo_int(vmcoreinfo, "NUMBER(MAX_PHYSMEM_BITS)", 10, 52 if self.levels == 5 else 46)
+        self._direct_span = 1 << max_bits
+        self.page_offset: int | None = None
+        self._pages: dict[int, int] = {}  # virtual page number -> physical page address
+        self._level_names = _LEVELS_5 if self.levels == 5 else _LEVELS_4
+
+    def kernel_text_paddr(self, vaddr: int) -> int:
+        """Physical address of `vaddr` by the kernel text mapping formula (no table walk)."""
+        return vaddr - START_KERNEL_MAP + self.phys_base
+
+    def set_page_offset(self, page_offset: int) -> None:
+        """Enable the direct-map fast path (PAGE_OFFSET, the value of `page_offset_base`)."""
+        self.page_offset = page_offset
+
+    def translate(self, vaddr: int) -> int:
+        """Physical address of kernel virtual address `vaddr`; raises FaultError."""
+        vpn = vaddr >> PAGE_SHIFT
+        base = self._pages.get(vpn)
+        if base is None:
+            base = self._page(vaddr)
+            self._pages[vpn] = base
+        return base | (vaddr & (PAGE_SIZE - 1))
+
+    def _page(self, vaddr: int) -> int:
+        po = self.page_offset
+        if po is not None and po <= vaddr < po + self._direct_span:
+            return (vaddr - po) & PAGE_MASK
+        return self.walk(vaddr) & PAGE_MASK
+
+    def walk(self, vaddr: int) -> int:
+        """Walk the page tables for `vaddr` (no cache); raises FaultError naming the level."""
+        vaddr &= 0xFFFFFFFFFFFFFFFF
+        table = self.root_paddr
+        mask = self._entry_mask
+        for name, shift in self._level_names:
+            index = (vaddr >> shift) & 0x1FF
+            try:
+                raw = self._read_phys(table + index * 8, 8)
+            except KdnbError as exc:
+                raise FaultError(vaddr, name, f"page table page {table:#x} unreadable ({exc})") from exc
+            (entry,) = _U64.unpack(raw)
+            if not entry & _PRESENT:
+                raise FaultError(vaddr, name, f"entry {entry:#x}")
+            if shift in (30, 21) and entry & _PSE:
+                size = 1 << shift
+                return (entry & mask & ~(size - 1)) | (vaddr & (size - 1))
+            table = entry & mask
+        return table | (vaddr & (PAGE_SIZE - 1))
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        """Read `size` bytes of kernel virtual memory, page by page."""
+        if size <= 0:
+            return b""
+        off = vaddr & (PAGE_SIZE - 1)
+        if off + size <= PAGE_SIZE:
+            return self._read_phys(self.translate(vaddr), size)
+        parts = []
+        run_start = self.translate(vaddr)  # physically contiguous pages are read in one call
+        run_len = 0
+        while size > 0:
+            chunk = min(size, PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)))
+            paddr = self.translate(vaddr)
+            if paddr != run_start + run_len:
+                parts.append(self._read_phys(run_start, run_len))
+                run_start, run_len = paddr, 0
+            run_len += chunk
+            vaddr += chunk
+            size -= chunk
+        parts.append(self._read_phys(run_start, run_len))
+        return b"".join(parts)

@@ -1,0 +1,190 @@
+"""Fetch the Debian packages the lab needs into a cache folder (`apt-get download` + `dpkg -x`).
+
+Nothing is installed on the host: every package is downloaded as a .deb into
+``<cache>/debs`` and unpacked into its own folder ``<cache>/root/<package>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import KdnbError
+
+
+class LabError(KdnbError):
+    """A lab step failed; the message names the step (and shows the console tail if any)."""
+
+
+DEFAULT_CACHE = Path(os.environ.get("KDNB_LAB_CACHE", Path.home() / ".cache" / "kdnb" / "lab"))
+
+#: Kernel series the lab knows, with the Debian package name patterns of their cloud flavour.
+KERNEL_SERIES: dict[str, str] = {
+    "6.1": r"^linux-image-(6\.1\.0-\d+-cloud-amd64)$",
+    "6.12": r"^linux-image-(6\.12\.\d+\+deb12-cloud-amd64)$",
+}
+
+#: Tools for the guests, besides the kernel.
+TOOL_PACKAGES: tuple[str, ...] = ("busybox-static", "kexec-tools", "makedumpfile")
+
+
+def _run(cmd: list[str], step: str, cwd: Path | None = None, env: dict | None = None) -> str:
+    """Run a host command; raise LabError naming ``step`` with its stderr when it fails."""
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise LabError(f"{step}: {cmd[0]} is not installed ({e})") from None
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-15:]
+        raise LabError(f"{step}: `{' '.join(cmd)}` failed (rc={p.returncode}):\n" + "\n".join(tail))
+    return p.stdout
+
+
+def _version_key(release: str) -> tuple[int, ...]:
+    """Sort key for a kernel release such as 6.1.0-56-cloud-amd64 or 6.12.117+deb12-cloud-amd64."""
+    return tuple(int(x) for x in re.findall(r"\d+", release))
+
+
+def available_releases(series: str) -> list[str]:
+    """Releases of a kernel series that apt knows and that have a headers package, oldest first."""
+    if series not in KERNEL_SERIES:
+        raise LabError(f"resolve kernel: unknown kernel series {series!r} (known: {', '.join(KERNEL_SERIES)})")
+    out = _run(["apt-cache", "search", "--names-only", r"^linux-(image|headers)-6\."], "resolve kernel")
+    names = {line.split(" - ")[0].strip() for line in out.splitlines()}
+    rx = re.compile(KERNEL_SERIES[series])
+    rels = [m.group(1) for n in names if (m := rx.match(n))]
+    rels = [r for r in rels if f"linux-headers-{r}" in names]
+    return sorted(rels, key=_version_key)
+
+
+def resolve_release(kernel: str) -> str:
+    """Turn ``6.1``/``6.12`` (newest of the series) or a full release string into a release."""
+    if kernel in KERNEL_SERIES:
+        rels = available_releases(kernel)
+        if not rels:
+            raise LabError(f"resolve kernel: apt knows no linux-image for series {kernel} (run apt-get update?)")
+        return rels[-1]
+    if re.match(r"^6\.\d+\.\d+.*-cloud-amd64$", kernel):
+        return kernel
+    raise LabError(f"resolve kernel: cannot understand kernel {kernel!r}; use 6.1, 6.12 or a full release")
+
+
+def series_of(release: str) -> str:
+    """``6.1`` or ``6.12`` for a release string."""
+    return ".".join(release.split(".")[:2]) if not release.startswith("6.1.") else "6.1"
+
+
+@dataclass
+class PackageCache:
+    """A folder of downloaded and unpacked .deb packages."""
+
+    root: Path = field(default_factory=lambda: DEFAULT_CACHE)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser()
+        (self.root / "debs").mkdir(parents=True, exist_ok=True)
+        (self.root / "root").mkdir(parents=True, exist_ok=True)
+
+    def unpacked(self, package: str) -> Path:
+        """Download (once) and unpack (once) ``package``; return the folder it was unpacked into."""
+        dest = self.root / "root" / package
+        if (dest / ".kdnb-ok").exists():
+            return dest
+        debs = self.root / "debs"
+        found = sorted(debs.glob(f"{_deb_prefix(package)}_*.deb"))
+        if not found:
+            _run(["apt-get", "download", package], f"fetch {package}", cwd=debs)
+            found = sorted(debs.glob(f"{_deb_prefix(package)}_*.deb"))
+            if not found:
+                raise LabError(f"fetch {package}: apt-get download produced no .deb in {debs}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        _run(["dpkg", "-x", str(found[-1]), str(dest)], f"unpack {package}")
+        (dest / ".kdnb-ok").write_text(found[-1].name + "\n")
+        return dest
+
+    def depends(self, package: str) -> list[str]:
+        """Real packages ``package`` depends on (one level, alternatives: the first)."""
+        out = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+                    "--no-breaks", "--no-replaces", "--no-enhances", package], f"depends {package}")
+        deps: list[str] = []
+        for line in out.splitlines():
+            m = re.match(r"\s+\|?(?:Pre)?Depends:\s+(\S+)", line)
+            if m and not m.group(1).startswith("<"):
+                deps.append(m.group(1))
+        return deps
+
+    def library_closure(self, package: str) -> list[str]:
+        """lib* packages in the recursive dependency closure of ``package``."""
+        out = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
+                    "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", package],
+                   f"depends {package}")
+        names = {l.strip() for l in out.splitlines() if l and not l.startswith(" ")}
+        return sorted(n for n in names if n.startswith("lib") and not n.startswith("<"))
+
+
+def _deb_prefix(package: str) -> str:
+    """The file-name prefix apt-get download uses for a package ('+' and ':' are escaped)."""
+    return package.replace(":", "%3a")
+
+
+@dataclass
+class KernelFiles:
+    """Where an unpacked kernel's pieces are."""
+
+    release: str
+    vmlinuz: Path
+    modules_dir: Path
+    headers_dir: Path | None
+
+
+def fetch_kernel(cache: PackageCache, release: str, headers: bool = True) -> KernelFiles:
+    """Fetch the kernel image (and headers + kbuild for module builds) of ``release``."""
+    img = cache.unpacked(f"linux-image-{release}")
+    vmlinuz = img / "boot" / f"vmlinuz-{release}"
+    if not vmlinuz.exists():
+        raise LabError(f"fetch kernel: {vmlinuz} missing from linux-image-{release}")
+    hdir = None
+    if headers:
+        hdir = fetch_headers(cache, release)
+    return KernelFiles(release, vmlinuz, img / "lib" / "modules" / release, hdir)
+
+
+def fetch_headers(cache: PackageCache, release: str) -> Path:
+    """Merge linux-headers-<release>, its -common package and linux-kbuild into one build tree.
+
+    Debian's header packages point at each other with absolute symlinks (/usr/src/...,
+    /usr/lib/linux-kbuild-*); we unpack them all into one folder and rewrite those links so
+    that they stay inside it. Returns the ``usr/src/linux-headers-<release>`` folder there.
+    """
+    tree = cache.root / "kbuild" / release
+    hdir = tree / "usr" / "src" / f"linux-headers-{release}"
+    if (tree / ".kdnb-ok").exists():
+        return hdir
+    pkg = f"linux-headers-{release}"
+    parts = [pkg] + [d for d in cache.depends(pkg)
+                     if d.startswith("linux-headers-") or d.startswith("linux-kbuild-")]
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    for p in parts:
+        src = cache.unpacked(p)
+        _run(["cp", "-a", "--no-preserve=ownership", f"{src}/.", str(tree)], f"merge {p}")
+    (tree / ".kdnb-ok").unlink(missing_ok=True)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                target = os.readlink(p)
+                if target.startswith("/"):
+                    p.unlink()
+                    p.symlink_to(os.path.relpath(tree / target.lstrip("/"), p.parent))
+    if not (hdir / "Makefile").exists():
+        raise LabError(f"fetch headers: {hdir}/Makefile missing after unpacking {parts}")
+    (tree / ".kdnb-ok").write_text(" ".join(parts) + "\n")
+    return hdir
