@@ -23,18 +23,20 @@ _PER_ITEM = (0, 0, 0, 0, 12, 12, 8, 0, 0, 0, 0, 0, 0, 8, 0, 12, 0, 0, 0, 12)
 _PREFIX = {4: "struct ", 5: "union ", 6: "enum ", 19: "enum "}
 _SIZED = {1, 4, 5, 6, 15, 16, 19}  # kinds whose third header word is a size (else a type id)
 _INT_ENCODING = {1: "signed", 2: "char", 4: "bool"}
+# C spellings -> the names gcc/pahole put in BTF
+_ALIASES = {
+    "unsigned": "unsigned int", "signed": "int", "short": "short int",
+    "unsigned short": "short unsigned int", "long": "long int", "unsigned long": "long unsigned int",
+    "long long": "long long int", "unsigned long long": "long long unsigned int",
+    "signed char": "signed char", "unsigned char": "unsigned char",
+}
 
 
 def scan(data: bytes) -> tuple[dict, np.ndarray]:
     """Validate the header and return it with the word offset of every type record (index = id)."""
-    if len(data) < _HEADER.size:
-        raise KdnbError("BTF blob is too short")
-    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
-    if magic != BTF_MAGIC or version != 1:
-        raise KdnbError(f"not BTF (magic {magic:#x}, version {version})")
-    start = hdr_len + type_off
-    if start % 4 or start + type_len > len(data) or hdr_len + str_off + str_len > len(data):
-        raise KdnbError("BTF header points outside the blob")
+    header = scan_header(data)
+    start = header["hdr_len"] + header["type_off"]
+    type_len = header["type_len"]
     words = memoryview(data)[start:start + type_len - type_len % 4].cast("I")
     end = len(words)
     fixed = [f // 4 for f in _FIXED] + [0] * 12
@@ -47,8 +49,6 @@ def scan(data: bytes) -> tuple[dict, np.ndarray]:
         info = words[i + 1]
         kind = (info >> 24) & 0x1F
         i += 3 + fixed[kind] + per[kind] * (info & 0xFFFF)
-    header = {"hdr_len": hdr_len, "type_off": type_off, "type_len": type_len,
-              "str_off": str_off, "str_len": str_len}
     return header, np.array(positions, dtype=np.int64)
 
 
@@ -120,9 +120,8 @@ class BTF:
         if self._index is None:
             self._index = self._build_index()
         key = " ".join(name.split())
+        key = _ALIASES.get(key, key)
         tid = self._index.get(key)
-        if tid is None and key.startswith("enum "):
-            tid = None
         if tid is None:
             raise TypeNotFound(f"no type named {name!r} in BTF")
         return tid
@@ -134,7 +133,10 @@ class BTF:
         return iter(self._index)
 
     def type(self, key: "int | str") -> Type:
-        """A Type by id or by C-spelled name ("struct task_struct", "unsigned long")."""
+        """A Type by id or by C-spelled name ("struct task_struct", "unsigned long", "char *")."""
+        if isinstance(key, str) and key.rstrip().endswith("*"):
+            target = self.type(key.rstrip()[:-1])
+            return Type(self, -1, "ptr", "", None, target_id=target.id)
         tid = self.find(key) if isinstance(key, str) else key
         t = self._types.get(tid)
         if t is None:
@@ -215,9 +217,14 @@ class BTF:
 
 def scan_header(data: bytes) -> dict:
     """Validate and return the BTF header fields."""
+    if len(data) < _HEADER.size:
+        raise KdnbError("BTF blob is too short")
     magic, version, _f, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
     if magic != BTF_MAGIC or version != 1:
         raise KdnbError(f"not BTF (magic {magic:#x}, version {version})")
+    if (hdr_len + type_off) % 4 or hdr_len + type_off + type_len > len(data) \
+            or hdr_len + str_off + str_len > len(data):
+        raise KdnbError("BTF header points outside the blob")
     return {"hdr_len": hdr_len, "type_off": type_off, "type_len": type_len,
             "str_off": str_off, "str_len": str_len}
 
