@@ -38,7 +38,7 @@ def sniff(path: str) -> str:
         return "flattened"
     for magic, what, tool in COMPRESSED_MAGICS:
         if head.startswith(magic):
-            raise FormatError(f"{path}: {what} file; decompress it first ({tool})")
+            raise FormatError(f"{path}: {what}: decompress it first ({tool}), then open the result")
     raise FormatError(f"{path}: not a crash dump ({describe(head)}); kdnb reads ELF vmcores, "
                       "makedumpfile kdump-compressed/flattened files and QEMU dumps")
 

@@ -184,7 +184,57 @@ def fetch_headers(cache: PackageCache, release: str) -> Path:
                 if target.startswith("/"):
                     p.unlink()
                     p.symlink_to(os.path.relpath(tree / target.lstrip("/"), p.parent))
-    if not (hdir / "Makefile").exists():
+    mk = hdir / "Makefile"
+    if mk.exists():  # "include /usr/src/linux-headers-X-common/Makefile" -> inside the tree
+        mk.write_text(re.sub(r"(?m)^include /", f"include {tree}/", mk.read_text()))
+    if not mk.exists():
         raise LabError(f"fetch headers: {hdir}/Makefile missing after unpacking {parts}")
     (tree / ".kdnb-ok").write_text(" ".join(parts) + "\n")
     return hdir
+
+
+def host_has_package(package: str) -> bool:
+    """Whether dpkg says ``package`` is installed on the host."""
+    import subprocess as sp
+    p = sp.run(["dpkg-query", "-W", "-f", "${Status}", package], capture_output=True, text=True)
+    return p.returncode == 0 and "installed" in p.stdout and "not-installed" not in p.stdout
+
+
+@dataclass
+class ToolFiles:
+    """The guest user-space: busybox, kexec, makedumpfile and the libraries they need."""
+
+    busybox: Path
+    kexec: Path
+    makedumpfile: Path
+    libraries: dict[str, Path]
+
+
+def fetch_tools(cache: PackageCache) -> ToolFiles:
+    """Fetch busybox-static, kexec-tools and makedumpfile, plus the shared libraries that
+    kexec and makedumpfile need (DT_NEEDED, transitively). Libraries come from the unpacked
+    dependency packages first (the Xen libraries kexec links against are usually not on the
+    host), then from the host's own /lib (same Debian release)."""
+    from .libs import lib_dirs_under, resolve_libraries
+
+    roots = {p: cache.unpacked(p) for p in TOOL_PACKAGES}
+    busybox = roots["busybox-static"] / "bin" / "busybox"
+    kexec = roots["kexec-tools"] / "sbin" / "kexec"
+    mdf = roots["makedumpfile"] / "usr" / "bin" / "makedumpfile"
+    for p in (busybox, kexec, mdf):
+        if not p.exists():
+            raise LabError(f"fetch tools: {p} missing after unpacking")
+    libroots: list[Path] = []
+    candidates: list[str] = []
+    for p in ("kexec-tools", "makedumpfile"):
+        candidates += [c for c in cache.library_closure(p) if c not in candidates]
+    # Unpack first what the host lacks; then, if still missing, everything else.
+    first = [c for c in candidates if not host_has_package(c)]
+    rest = [c for c in candidates if c not in first]
+    for batch in (first, rest):
+        for c in batch:
+            libroots.append(cache.unpacked(c))
+        found, missing = resolve_libraries([kexec, mdf], lib_dirs_under(libroots))
+        if not missing:
+            return ToolFiles(busybox, kexec, mdf, found)
+    raise LabError(f"fetch tools: cannot find shared libraries {missing} for kexec/makedumpfile")

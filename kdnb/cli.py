@@ -1,0 +1,70 @@
+"""The `kdnb` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import KdnbError
+
+
+def _dump_path(arg: str | None) -> str:
+    """The dump named on the command line, or the first bundled sample."""
+    if arg:
+        return arg
+    from .samples import samples
+
+    table = samples()
+    if len(table) == 0:
+        raise KdnbError("no VMCORE given and no bundled sample found in data/")
+    return str(table.iloc[0]["path"])
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print what the dump is: format, header facts, CPUs and memory coverage."""
+    from .api import open as open_dump
+
+    with open_dump(_dump_path(args.vmcore)) as d:
+        h = d.header
+        print(f"file:           {d.path}")
+        print(f"format:         {d.format}  (page size {d.page_size})")
+        print(f"release:        {d.vmcoreinfo.get('OSRELEASE', '?')}")
+        for key in ("compression", "dump_level", "header_version", "incomplete", "truncated",
+                    "filtered", "phys_base"):
+            if key in h and h[key] is not None:
+                print(f"{key + ':':<16}{h[key]}")
+        for problem in h.get("problems", []):
+            print(f"problem:        {problem}")
+        seg = d.segments
+        by_state = seg.groupby("state", observed=True)["pages"].sum()
+        print("pages:          " + ", ".join(f"{k} {int(v)}" for k, v in by_state.items()))
+        print(f"cpus:           {len(d.cpus)}")
+        if len(d.cpus):
+            print(d.cpus[["cpu", "pid", "rip", "rsp"]].to_string(
+                index=False, formatters={"rip": "{:#x}".format, "rsp": "{:#x}".format}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="kdnb", description="Linux kernel crash dump post-mortem kit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="what a dump is: format, header, CPUs, coverage")
+    info.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kdnb` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KdnbError as exc:
+        print(f"kdnb: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

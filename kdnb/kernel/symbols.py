@@ -1,0 +1,124 @@
+"""A symbol table: name lookup, address-to-symbol lookup, and the `symbols` DataFrame."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SymbolNotFound
+
+
+class SymbolHit(NamedTuple):
+    """The symbol an address falls in."""
+
+    name: str
+    address: int
+    offset: int
+    size: int
+    module: str | None
+
+
+def sizes_to_next(addresses: np.ndarray) -> np.ndarray:
+    """Distance from each address to the next larger one (-1 for the highest)."""
+    uniq = np.unique(addresses)
+    nxt = np.searchsorted(uniq, addresses, side="right")
+    sizes = np.full(len(addresses), -1, dtype=np.int64)
+    has = nxt < len(uniq)
+    sizes[has] = (uniq[nxt[has]] - addresses[has]).astype(np.int64)
+    return sizes
+
+
+class SymbolTable:
+    """vmlinux symbols (plus module symbols added later) as parallel arrays."""
+
+    def __init__(self, names: list[str], addresses: np.ndarray, types: bytes,
+                 sizes: np.ndarray | None = None, modules: list[str | None] | None = None) -> None:
+        self.names = names
+        self.addresses = np.asarray(addresses, dtype=np.uint64)
+        self.types = types
+        self.sizes = sizes_to_next(self.addresses) if sizes is None else sizes
+        self.modules: list[str | None] = modules if modules is not None else [None] * len(names)
+        self._by_name: dict[str, int] | None = None
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def extend(self, other: "SymbolTable") -> None:
+        """Append another table (a module's symbols)."""
+        self.names = self.names + other.names
+        self.addresses = np.concatenate([self.addresses, other.addresses])
+        self.types = self.types + other.types
+        self.sizes = np.concatenate([self.sizes, other.sizes])
+        self.modules = self.modules + other.modules
+        self._by_name = None
+        self._sorted = None
+
+    def _index(self) -> dict[str, int]:
+        if self._by_name is None:
+            # global symbols win over local ones of the same name; the first of each kind wins
+            types = np.frombuffer(self.types, dtype=np.uint8)
+            is_global = (types >= ord("A")) & (types <= ord("Z"))
+            index: dict[str, int] = {}
+            names = self.names
+            for i in np.flatnonzero(~is_global)[::-1].tolist():
+                index[names[i]] = i
+            for i in np.flatnonzero(is_global)[::-1].tolist():
+                index[names[i]] = i
+            self._by_name = index
+        return self._by_name
+
+    def index_of(self, name: str) -> int:
+        """Row of a symbol by name; raises SymbolNotFound."""
+        i = self._index().get(name)
+        if i is None:
+            raise SymbolNotFound(f"no symbol named {name!r}")
+        return i
+
+    def address(self, name: str) -> int:
+        """Address of a symbol by name; raises SymbolNotFound."""
+        return int(self.addresses[self.index_of(name)])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index()
+
+    def lookup(self, addr: int) -> SymbolHit | None:
+        """The symbol containing `addr` (prefers text/data over absolute per-CPU symbols)."""
+        if self._sorted is None:
+            types = np.frombuffer(self.types, dtype=np.uint8)
+            usable = np.flatnonzero((types != ord("A")) & (types != ord("a")))
+            order = usable[np.argsort(self.addresses[usable], kind="stable")]
+            self._sorted = (self.addresses[order], order)
+        addrs, order = self._sorted
+        k = int(np.searchsorted(addrs, np.uint64(addr), side="right")) - 1
+        if k < 0:
+            return None
+        i = int(order[k])
+        start = int(addrs[k])
+        size = int(self.sizes[i])
+        if size > 0 and addr >= start + size:
+            return None
+        return SymbolHit(self.names[i], start, addr - start, size, self.modules[i])
+
+    def symbolize(self, addr: int) -> str:
+        """`func+0x1a/0x40 [mod]`, or the bare hex address when no symbol contains it."""
+        hit = self.lookup(addr)
+        if hit is None:
+            return f"{addr:#x}"
+        size = f"/{hit.size:#x}" if hit.size > 0 else ""
+        mod = f" [{hit.module}]" if hit.module else ""
+        return f"{hit.name}+{hit.offset:#x}{size}{mod}"
+
+    def dataframe(self) -> pd.DataFrame:
+        """name, address (UInt64), type (one letter), size (Int64, NA when unknown), module."""
+        sizes = pd.array(self.sizes, dtype="Int64")
+        sizes[self.sizes < 0] = pd.NA
+        return pd.DataFrame({
+            "name": pd.array(self.names, dtype="string"),
+            "address": pd.array(self.addresses, dtype="UInt64"),
+            "type": pd.array(list(self.types.decode("latin-1")), dtype="string"),
+            "size": sizes,
+            "module": pd.array(self.modules, dtype="string"),
+        })

@@ -1,0 +1,57 @@
+"""Build the guest-side binaries at lab time: the crash module and the workload helper."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from .packages import LabError, _run
+
+MODULE_SRC = Path(__file__).resolve().parent / "module"
+
+
+def _src_digest(*names: str) -> str:
+    h = hashlib.sha256()
+    for n in names:
+        h.update((MODULE_SRC / n).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def module_make_command(headers_dir: Path, build_dir: Path) -> list[str]:
+    """The kbuild command line for the crash module (module BTF off: it needs pahole)."""
+    return ["make", "-C", str(headers_dir), f"M={build_dir}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
+            "modules"]
+
+
+def build_crash_module(headers_dir: Path, cache_root: Path, release: str) -> Path:
+    """Compile kdnb_crash.ko against ``headers_dir``; cached per release and source digest."""
+    digest = _src_digest("kdnb_crash.c", "Kbuild")
+    bdir = cache_root / "build" / f"kdnb_crash-{release}-{digest}"
+    ko = bdir / "kdnb_crash.ko"
+    if ko.exists():
+        return ko
+    if bdir.exists():
+        shutil.rmtree(bdir)
+    bdir.mkdir(parents=True)
+    for n in ("kdnb_crash.c", "Kbuild"):
+        shutil.copy(MODULE_SRC / n, bdir / n)
+    if shutil.which("make") is None or shutil.which("gcc-12") is None:
+        raise LabError("build crash module: needs make and gcc-12 on the host (apt-get install make gcc-12)")
+    _run(module_make_command(headers_dir, bdir), "build crash module")
+    if not ko.exists():
+        raise LabError(f"build crash module: {ko} was not produced")
+    return ko
+
+
+def build_workload_helper(cache_root: Path) -> Path:
+    """Compile the static kdnb_work helper (named workload processes, memory hog)."""
+    digest = _src_digest("kdnb_work.c")
+    out = cache_root / "build" / f"kdnb_work-{digest}"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run(["gcc", "-static", "-O2", "-o", str(out) + ".tmp", str(MODULE_SRC / "kdnb_work.c")],
+         "build workload helper (needs gcc and libc6-dev)")
+    Path(str(out) + ".tmp").rename(out)
+    return out
