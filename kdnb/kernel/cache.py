@@ -46,7 +46,7 @@ def load(key: str, directory: Path | None = None) -> dict[str, np.ndarray] | Non
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-    except (OSError, ValueError, EOFError, KeyError, Exception):  # noqa: BLE001 - any bad file is a miss
+    except Exception:  # noqa: BLE001 - any unreadable or malformed file is a miss
         return None
     if str(arrays.get("key", "")) != key:
         return None

@@ -83,28 +83,43 @@ def symbol_addresses(offsets: np.ndarray, relative_base: int, absolute_percpu: b
     return np.uint64(relative_base) + offsets.astype(np.uint32).astype(np.uint64)
 
 
-def decode(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str]) -> RawSymbols:
-    """Read and decode kallsyms through `read(vaddr, size)` using the VMCOREINFO SYMBOL() entries."""
+def table_addresses(vmcoreinfo: dict[str, str]) -> dict[str, int]:
+    """Addresses of the kallsyms tables from VMCOREINFO; raises MissingDebugInfo."""
     try:
-        addr = {t: int(vmcoreinfo[f"SYMBOL(kallsyms_{t})"], 16) for t in _TABLES}
+        return {t: int(vmcoreinfo[f"SYMBOL(kallsyms_{t})"], 16) for t in _TABLES}
     except KeyError as exc:
         raise MissingDebugInfo(
             f"VMCOREINFO has no {exc.args[0]} (kernel < 6.0?): pass vmlinux= or system_map="
         ) from None
+
+
+def read_names(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str]) -> tuple[list[str], bytes]:
+    """Decode every symbol name and type letter through `read(vaddr, size)`."""
+    addr = table_addresses(vmcoreinfo)
     (count,) = struct.unpack("<I", read(addr["num_syms"], 4))
-    (relative_base,) = struct.unpack("<Q", read(addr["relative_base"], 8))
     # kallsyms_names has no length in VMCOREINFO: it ends before the next table laid out after it
     after = [a for a in addr.values() if a > addr["names"]]
     names_blob = read(addr["names"], min(after) - addr["names"]) if after else b""
     token_index = read(addr["token_index"], 512)
     starts = np.frombuffer(token_index, dtype="<u2")
     token_table = _read_token_table(read, addr["token_table"], int(starts.max()))
-    offsets = np.frombuffer(read(addr["offsets"], 4 * count), dtype="<i4")
     names = expand_names(names_blob, count, token_table, token_index)
     if len(names) != count:
         raise KdnbError(f"kallsyms: decoded {len(names)} names, expected {count}")
     types = "".join(n[0] for n in names).encode("latin-1")
-    names = [n[1:] for n in names]
+    return [n[1:] for n in names], types
+
+
+def read_addresses(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
+                   names: list[str]) -> np.ndarray:
+    """Every symbol's address, choosing the base-relative encoding that puts `_stext` where
+    VMCOREINFO says (the check makedumpfile and drgn make)."""
+    addr = table_addresses(vmcoreinfo)
+    (count,) = struct.unpack("<I", read(addr["num_syms"], 4))
+    if count != len(names):
+        raise KdnbError(f"kallsyms: {count} symbols in the dump, {len(names)} names given")
+    (relative_base,) = struct.unpack("<Q", read(addr["relative_base"], 8))
+    offsets = np.frombuffer(read(addr["offsets"], 4 * count), dtype="<i4")
     stext = int(vmcoreinfo.get("SYMBOL(_stext)", "0"), 16)
     try:
         i = names.index("_stext")
@@ -113,8 +128,14 @@ def decode(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str]) -> Raw
     for absolute_percpu in (False, True):
         addresses = symbol_addresses(offsets, relative_base, absolute_percpu)
         if int(addresses[i]) == stext or not stext:
-            return RawSymbols(names, addresses, types)
+            return addresses
     raise KdnbError(f"kallsyms: _stext decodes to no known encoding (VMCOREINFO says {stext:#x})")
+
+
+def decode(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str]) -> RawSymbols:
+    """Read and decode kallsyms through `read(vaddr, size)` using the VMCOREINFO SYMBOL() entries."""
+    names, types = read_names(read, vmcoreinfo)
+    return RawSymbols(names, read_addresses(read, vmcoreinfo, names), types)
 
 
 def _read_token_table(read: Callable[[int, int], bytes], addr: int, last_start: int) -> bytes:

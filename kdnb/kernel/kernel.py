@@ -1,0 +1,319 @@
+"""`Kernel`: virtual memory, symbols and types of the dumped kernel, from the dump alone."""
+
+from __future__ import annotations
+
+import os
+import struct
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..dump.base import DumpReader
+from ..errors import KdnbError, MissingDebugInfo, SymbolNotFound
+from . import cache, kallsyms
+from .btf import BTF
+from .modules import ModuleInfo, module_symbols
+from .objects import Layout, ListWalk, Object, decode_cstring
+from .pagetable import PageTable
+from .symbols import SymbolHit, SymbolTable
+from .types import Type
+from .vmlinux import Vmlinux, VmlinuxMismatch, read_system_map, relocate
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_UTS_LEN = 65  # __NEW_UTS_LEN + 1: new_utsname is sysname, nodename, release, version, machine
+MODULES_VADDR = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB with KASLR)
+
+
+class Kernel:
+    """The dumped kernel: `read`/`vtop` through its page tables, kallsyms symbols, BTF types.
+
+    Symbols come from VMCOREINFO's kallsyms tables (or `system_map`/`vmlinux` when given), types
+    from the BTF between `__start_BTF` and `__stop_BTF` (or the vmlinux `.BTF` section). Decoded
+    kallsyms names and the BTF index are cached on disk per kernel build (`use_cache=False` to skip).
+    Problems that do not stop the analysis are listed in `warnings`.
+    """
+
+    def __init__(self, reader: DumpReader, vmlinux: str | os.PathLike | None = None,
+                 system_map: str | os.PathLike | None = None, *, use_cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self.reader = reader
+        self.vmcoreinfo = reader.vmcoreinfo
+        if not self.vmcoreinfo:
+            raise MissingDebugInfo(f"{reader.path}: no VMCOREINFO note; kernel memory cannot be read")
+        self.warnings: list[str] = []
+        self.release: str = self.vmcoreinfo.get("OSRELEASE", "")
+        self.pagetable = PageTable(reader.read_phys, self.vmcoreinfo)
+        self._use_cache = use_cache
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._cache_key = cache.build_key(self.vmcoreinfo, self._uts_version()) if use_cache else ""
+        self._cached = (cache.load(self._cache_key, self._cache_dir) or {}) if use_cache else {}
+        self._vmlinux = Vmlinux(vmlinux) if vmlinux is not None else None
+        self._table = self._vmlinux_symbols(system_map)
+        self._modules: list[ModuleInfo] | None = None
+        self._btf: BTF | None = None
+        try:
+            self.pagetable.set_page_offset(self.read_u64(self.symbol("page_offset_base")))
+        except KdnbError as exc:
+            self.warnings.append(f"direct map base unknown, walking page tables instead ({exc})")
+        self.banner, self.banner_ok = self._check_banner()
+        if self._vmlinux is not None:
+            self._check_vmlinux()
+
+    # -- virtual memory -----------------------------------------------------------------
+    def read(self, vaddr: int, size: int) -> bytes:
+        """Read kernel virtual memory; raises FaultError or PageNotInDump."""
+        return self.pagetable.read(vaddr, size)
+
+    def vtop(self, vaddr: int) -> int:
+        """Physical address of a kernel virtual address; raises FaultError."""
+        return self.pagetable.translate(vaddr)
+
+    def read_u64(self, vaddr: int) -> int:
+        """An unsigned 64-bit value (also pointers)."""
+        return _U64.unpack(self.read(vaddr, 8))[0]
+
+    def read_u32(self, vaddr: int) -> int:
+        """An unsigned 32-bit value."""
+        return _U32.unpack(self.read(vaddr, 4))[0]
+
+    def read_cbytes(self, vaddr: int, maxlen: int = 4096) -> bytes:
+        """Bytes of a NUL-terminated string (without the NUL), at most `maxlen`, read page-wise."""
+        out = b""
+        while len(out) < maxlen:
+            chunk = min(maxlen - len(out), 4096 - ((vaddr + len(out)) & 4095))
+            data = self.read(vaddr + len(out), chunk)
+            end = data.find(b"\0")
+            if end >= 0:
+                return out + data[:end]
+            out += data
+        return out
+
+    def read_cstring(self, vaddr: int, maxlen: int = 4096) -> str:
+        """A NUL-terminated string, decoded leniently."""
+        return self.read_cbytes(vaddr, maxlen).decode("utf-8", "replace")
+
+    # -- symbols -----------------------------------------------------------------------
+    def _vmlinux_symbols(self, system_map: str | os.PathLike | None) -> SymbolTable:
+        stext = int(self.vmcoreinfo.get("SYMBOL(_stext)", "0"), 16)
+        if system_map is not None or self._vmlinux is not None:
+            table = read_system_map(system_map) if system_map is not None else self._vmlinux.symbols()
+            try:
+                return relocate(table, stext)
+            except SymbolNotFound:
+                raise VmlinuxMismatch("the given System.map/vmlinux has no _stext symbol") from None
+        names_blob = self._cached.get("kallsyms_names")
+        if names_blob is not None:
+            names = names_blob.tobytes().decode("utf-8").split("\n")
+            types = self._cached["kallsyms_types"].tobytes()
+            try:
+                addresses = kallsyms.read_addresses(self.read, self.vmcoreinfo, names)
+                return SymbolTable(names, addresses, types)
+            except KdnbError:
+                self._cached = {}  # not this kernel after all: decode afresh
+        names, types = kallsyms.read_names(self.read, self.vmcoreinfo)
+        table = SymbolTable(names, kallsyms.read_addresses(self.read, self.vmcoreinfo, names), types)
+        self._cached = {"kallsyms_names": np.frombuffer("\n".join(names).encode("utf-8"), np.uint8),
+                        "kallsyms_types": np.frombuffer(types, np.uint8)}
+        self._store_cache()
+        return table
+
+    def _all_symbols(self) -> SymbolTable:
+        """vmlinux symbols plus, once loaded, every module's."""
+        if self._modules is None:
+            self._modules = []
+            try:
+                table, self._modules, problems = module_symbols(self)
+            except KdnbError as exc:
+                self.warnings.append(f"module symbols unavailable: {exc}")
+            else:
+                self.warnings += problems
+                self._table.extend(table)
+                self.__dict__.pop("symbols", None)
+        return self._table
+
+    @cached_property
+    def symbols(self) -> pd.DataFrame:
+        """Every kernel and module symbol: name, address (UInt64), type, size (Int64), module."""
+        return self._all_symbols().dataframe()
+
+    @property
+    def modules(self) -> list[ModuleInfo]:
+        """Loaded modules (name, `struct module` address, number of symbols)."""
+        self._all_symbols()
+        return list(self._modules or [])
+
+    def symbol(self, name: str) -> int:
+        """Address of a kernel or module symbol; raises SymbolNotFound."""
+        if name in self._table:
+            return self._table.address(name)
+        return self._all_symbols().address(name)
+
+    def lookup(self, addr: int) -> SymbolHit | None:
+        """The symbol containing `addr` (name, address, offset, size, module) or None."""
+        table = self._all_symbols() if addr >= MODULES_VADDR else self._table
+        return table.lookup(addr)
+
+    def symbolize(self, addr: int) -> str:
+        """`func+0x1a/0x40 [mod]` for an address (bare hex when no symbol contains it)."""
+        table = self._all_symbols() if addr >= MODULES_VADDR else self._table
+        return table.symbolize(addr)
+
+    # -- types ---------------------------------------------------------------------------
+    @property
+    def btf(self) -> BTF:
+        """The kernel's BTF (loaded on first use); raises MissingDebugInfo."""
+        if self._btf is None:
+            self._btf = self._load_btf()
+        return self._btf
+
+    def _load_btf(self) -> BTF:
+        if self._vmlinux is not None:
+            data = self._vmlinux.btf()
+            if data is None:
+                raise MissingDebugInfo(f"{self._vmlinux.path} has no .BTF section (DWARF is not supported yet)")
+            return BTF(data)
+        try:
+            start, stop = self.symbol("__start_BTF"), self.symbol("__stop_BTF")
+        except SymbolNotFound:
+            raise MissingDebugInfo("kernel has no BTF (__start_BTF missing): pass vmlinux=") from None
+        cached, positions = self._cached.get("btf"), self._cached.get("btf_positions")
+        if cached is not None and positions is not None and len(cached) == stop - start:
+            data = cached.tobytes()
+            # cheap identity check against the dump: the header and the last bytes
+            if self.read(start, 64) == data[:64] and self.read(stop - 64, 64) == data[-64:]:
+                try:
+                    return BTF(data, positions)
+                except KdnbError:
+                    pass
+        data = self.read(start, stop - start)
+        btf = BTF(data)
+        self._cached.update(btf=np.frombuffer(data, np.uint8), btf_positions=btf.positions)
+        self._store_cache()
+        return btf
+
+    def type(self, name: str) -> Type:
+        """A kernel type by C name (`struct task_struct`, `u64`, `char *`); raises TypeNotFound."""
+        return self.btf.type(name)
+
+    def _as_type(self, type_: str | Type) -> Type:
+        return self.type(type_) if isinstance(type_, str) else type_
+
+    # -- objects -------------------------------------------------------------------------
+    def object(self, address: int, type_: str | Type) -> Object:
+        """A typed object at `address` (bytes read once, on first member access)."""
+        return Object(self, self._as_type(type_), address)
+
+    struct = object
+
+    def global_object(self, symbol: str, type_: str | Type) -> Object:
+        """The global variable `symbol` as an object of the type the caller names (BTF has no
+        global variable types: `init_task` is a `struct task_struct`)."""
+        return self.object(self.symbol(symbol), type_)
+
+    def layout(self, type_: str | Type, fields: Iterable[str]) -> Layout:
+        """A precomputed unpacker for `fields` of a struct (see objects.Layout)."""
+        return Layout(self._as_type(type_), list(fields))
+
+    def container_of(self, address: int, type_: str | Type, member: str) -> int:
+        """Address of the `type_` containing `member` at `address`."""
+        return address - self._as_type(type_).offsetof(member)
+
+    def list_walk(self, head: int, type_: str | Type | None = None, member: str = "",
+                  max_entries: int = 1_000_000, strict: bool = False) -> ListWalk:
+        """Addresses of the entries of a `list_head` list (node addresses without a type).
+
+        Bounded and cycle-checked: check `.complete` / `.error` after iterating, or pass strict=True
+        to get CorruptStructure raised.
+        """
+        offset = self._as_type(type_).offsetof(member) if type_ is not None else 0
+        return ListWalk(self.read, head, offset, max_entries=max_entries, strict=strict)
+
+    def for_each_entry(self, head: int, type_: str | Type, member: str,
+                       max_entries: int = 1_000_000, strict: bool = False) -> ListWalk:
+        """Objects of a `list_head` list, like the kernel's list_for_each_entry (see list_walk)."""
+        t = self._as_type(type_)
+        return ListWalk(self.read, head, t.offsetof(member), make=lambda a: Object(self, t, a),
+                        max_entries=max_entries, strict=strict)
+
+    # -- per-CPU -------------------------------------------------------------------------
+    @cached_property
+    def nr_cpu_ids(self) -> int:
+        """Number of possible CPU ids (`nr_cpu_ids`)."""
+        return self.read_u32(self.symbol("nr_cpu_ids"))
+
+    @cached_property
+    def per_cpu_offsets(self) -> np.ndarray:
+        """`__per_cpu_offset[0 .. nr_cpu_ids)` as uint64."""
+        raw = self.read(self.symbol("__per_cpu_offset"), 8 * self.nr_cpu_ids)
+        return np.frombuffer(raw, dtype="<u8")
+
+    def per_cpu(self, var: str | int, cpu: int) -> int:
+        """Address of CPU `cpu`'s copy of a per-CPU variable (a symbol name or its address)."""
+        base = self.symbol(var) if isinstance(var, str) else var
+        if not 0 <= cpu < self.nr_cpu_ids:
+            raise KdnbError(f"cpu {cpu} out of range (nr_cpu_ids {self.nr_cpu_ids})")
+        return (base + int(self.per_cpu_offsets[cpu])) & 0xFFFFFFFFFFFFFFFF
+
+    # -- identity --------------------------------------------------------------------------
+    def _uts_version(self) -> bytes:
+        """`init_uts_ns.name.version` (the `#1 SMP ... Debian ...` string), or b"" when unreadable."""
+        try:
+            uts = int(self.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
+            uts += int(self.vmcoreinfo.get("OFFSET(uts_namespace.name)", "0"))
+            return self.read(uts + 3 * _UTS_LEN, _UTS_LEN).split(b"\0", 1)[0]
+        except (KeyError, ValueError, KdnbError):
+            return b""
+
+    def _check_banner(self) -> tuple[str, bool]:
+        """Read `linux_banner` through the page tables and check it names OSRELEASE."""
+        try:
+            banner = self.read_cstring(self.symbol("linux_banner"), 512)
+        except KdnbError as exc:
+            self.warnings.append(f"linux_banner unreadable: {exc}")
+            return "", False
+        ok = f"Linux version {self.release} " in banner
+        if not ok:
+            self.warnings.append(f"linux_banner {banner[:80]!r} does not match OSRELEASE {self.release!r}")
+        return banner, ok
+
+    def _check_vmlinux(self) -> None:
+        """Refuse a vmlinux of another build (build id, else banner)."""
+        vm = self._vmlinux
+        assert vm is not None
+        dump_id = self.vmcoreinfo.get("BUILD-ID", "").lower()
+        if vm.build_id and len(dump_id) == 40 and vm.build_id.lower() != dump_id:
+            raise VmlinuxMismatch(f"{vm.path}: build id {vm.build_id} but the dump's kernel is {dump_id}")
+        try:
+            link_banner = vm.read(self._vmlinux_link_address("linux_banner"), len(self.banner) + 1)
+        except KdnbError:
+            return
+        if self.banner and decode_cstring(link_banner) != self.banner:
+            raise VmlinuxMismatch(f"{vm.path}: its linux_banner differs from the dump's ({self.banner[:60]!r})")
+
+    def _vmlinux_link_address(self, name: str) -> int:
+        assert self._vmlinux is not None
+        slide = int(self.vmcoreinfo.get("KERNELOFFSET", "0"), 16)
+        return self.symbol(name) - slide
+
+    @property
+    def cache_key(self) -> str:
+        """The on-disk cache key of this kernel build ("" when caching is off)."""
+        return self._cache_key
+
+    def _store_cache(self) -> None:
+        if self._use_cache and self._cache_key:
+            cache.store(self._cache_key, self._cached, self._cache_dir)
+
+    def __repr__(self) -> str:
+        return f"<kdnb.Kernel {self.release} {len(self._table)} symbols>"
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for a summary: release, banner check, paging levels, KASLR offset, PAGE_OFFSET."""
+        pt = self.pagetable
+        return {"release": self.release, "banner_ok": self.banner_ok, "paging_levels": pt.levels,
+                "kernel_offset": pt.kernel_offset, "phys_base": pt.phys_base,
+                "page_offset": pt.page_offset, "symbols": len(self._table)}
