@@ -90,6 +90,88 @@ class Dump:
 
         return self._provenance(segments_frame(self._reader))
 
+    @cached_property
+    def log(self) -> pd.DataFrame:
+        """The kernel log: seq, time, level, level_name, facility, caller, text, subsystem, device."""
+        from .views.log import read_log
+
+        log, problems = read_log(self.kernel.read, self.vmcoreinfo)
+        extra = {"problems": problems} if problems else {}
+        return self._provenance(log, **extra)
+
+    @cached_property
+    def tasks(self) -> pd.DataFrame:
+        """Every task (threads and per-CPU idle tasks included); see kdnb.views.tasks."""
+        from .views.tasks import tasks_frame
+
+        return self._provenance(tasks_frame(self))
+
+    @cached_property
+    def slab(self) -> pd.DataFrame:
+        """SLUB cache usage, one row per kmem_cache; see kdnb.views.slab."""
+        from .views.slab import slab_frame
+
+        return self._provenance(slab_frame(self))
+
+    @cached_property
+    def modules(self) -> pd.DataFrame:
+        """Loaded modules; see kdnb.views.modules."""
+        from .views.modules import modules_frame
+
+        return self._provenance(modules_frame(self))
+
+    @cached_property
+    def sys_info(self) -> dict:
+        """The crash-time system summary as a dict; see kdnb.views.sys."""
+        from .views.sys import sys_info
+
+        return sys_info(self)
+
+    @property
+    def sys(self) -> pd.DataFrame:
+        """The system summary as a one-row DataFrame."""
+        return self._provenance(pd.DataFrame([self.sys_info]))
+
+    @cached_property
+    def meminfo(self) -> pd.DataFrame:
+        """Memory counters (total, free, used, cached, slab, ...) in pages and bytes."""
+        from .views.meminfo import meminfo_frame
+
+        return self._provenance(meminfo_frame(self))
+
+    # -- backtraces -----------------------------------------------------------------------
+    def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
+        """The stack of a CPU (its active stack at crash time) or of a task."""
+        from .views.backtrace import backtrace_frame
+
+        return self._provenance(backtrace_frame(self, cpu=cpu, pid=pid))
+
+    def backtraces(self, states: Sequence[str] = ("D",), cpus: str | Sequence[int] = "all") -> pd.DataFrame:
+        """Every CPU's active stack plus every task in `states`, keyed by pid/cpu."""
+        from .views.backtrace import backtraces_frame
+
+        return self._provenance(backtraces_frame(self, states=states, cpus=cpus))
+
+    @cached_property
+    def panic_backtrace(self) -> pd.DataFrame:
+        """The stack of the CPU that panicked."""
+        from .views.backtrace import panic_backtrace_frame
+
+        return self._provenance(panic_backtrace_frame(self))
+
+    # -- analysis -------------------------------------------------------------------------
+    def validate(self):
+        """Capture validation: is this dump complete and usable? (a Validation)."""
+        from .analysis.validate import validate
+
+        return validate(self)
+
+    def root_cause(self):
+        """Why the kernel died: category, culprit, evidence (a RootCause)."""
+        from .analysis.rootcause import root_cause
+
+        return root_cause(self)
+
     def _provenance(self, df: pd.DataFrame, **extra: object) -> pd.DataFrame:
         info = {"path": self.path, "format": self.format,
                 "release": self.vmcoreinfo.get("OSRELEASE", "")}
