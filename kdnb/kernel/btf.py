@@ -20,7 +20,7 @@ KINDS = ("void", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typed
 _FIXED = (0, 4, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 4, 0, 0)
 _PER_ITEM = (0, 0, 0, 0, 12, 12, 8, 0, 0, 0, 0, 0, 0, 8, 0, 12, 0, 0, 0, 12)
 # kinds named with a prefix in C ("struct task_struct")
-_PREFIX = {4: "struct ", 5: "union ", 6: "enum ", 19: "enum "}
+_PREFIX = {4: "struct ", 5: "union ", 6: "enum ", 7: "struct ", 19: "enum "}
 _SIZED = {1, 4, 5, 6, 15, 16, 19}  # kinds whose third header word is a size (else a type id)
 _INT_ENCODING = {1: "signed", 2: "char", 4: "bool"}
 # C spellings -> the names gcc/pahole put in BTF
@@ -97,7 +97,9 @@ class BTF:
         """C-spelled name -> first type id ("struct task_struct", "u64", "enum pid_type")."""
         pos = self.positions[1:]
         name_off = self._words[pos]
-        kinds = (self._words[pos + 1] >> 24) & 0x1F
+        info = self._words[pos + 1]
+        kinds = (info >> 24) & 0x1F
+        kinds = np.where((kinds == 7) & (info >> 31 == 1), 5, kinds)  # a union fwd: "union x"
         named = np.flatnonzero(name_off)
         strings = self.data[self._str_start:self._str_end]
         nul = np.flatnonzero(np.frombuffer(strings, dtype=np.uint8) == 0)
@@ -111,7 +113,7 @@ class BTF:
                 key = f"{KINDS[k]} {text[w]}"
             else:
                 key = prefix.get(k, "") + text[w]
-            if key not in index or (k != 7 and self.kind_of(index[key]) == "fwd"):
+            if key not in index or self.kind_of(index[key]) == "fwd":
                 index[key] = tid
         return index
 
