@@ -1,0 +1,210 @@
+"""Run a guest in QEMU: accelerator choice, command line, console capture, timeouts."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .packages import LabError
+
+KVM_GET_API_VERSION = 0xAE00
+
+
+def kvm_usable() -> tuple[bool, str]:
+    """Whether QEMU may use KVM here, and why (not).
+
+    A nested PVM host (/sys/module/kvm_pvm) exposes a /dev/kvm that cannot run a stock kernel
+    (the guest hangs after "Probing EDD"), so it counts as unusable; otherwise /dev/kvm must
+    open and answer KVM_GET_API_VERSION with 12.
+    """
+    if os.environ.get("KDNB_LAB_ACCEL") in ("tcg", "kvm"):
+        return os.environ["KDNB_LAB_ACCEL"] == "kvm", "KDNB_LAB_ACCEL"
+    if Path("/sys/module/kvm_pvm").exists():
+        return False, "nested PVM (/sys/module/kvm_pvm) cannot run a stock kernel"
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return False, f"/dev/kvm: {e.strerror}"
+    try:
+        ver = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+    except OSError as e:
+        return False, f"KVM_GET_API_VERSION: {e.strerror}"
+    finally:
+        os.close(fd)
+    return ver == 12, f"KVM API version {ver}"
+
+
+def accel() -> str:
+    """'kvm' or 'tcg'."""
+    return "kvm" if kvm_usable()[0] else "tcg"
+
+
+def cpu_model(cpu: str | None) -> str:
+    """QEMU -cpu value: 4-level paging by default, `la57` for 5-level paging."""
+    if cpu in (None, "", "default", "la48"):
+        return "max,la57=off"
+    if cpu == "la57":
+        return "max"
+    raise LabError(f"unknown cpu option {cpu!r} (use la57 or leave it out)")
+
+
+@dataclass
+class QemuConfig:
+    """Everything that goes on the QEMU command line."""
+
+    kernel: Path
+    initrd: Path
+    append: str
+    disk: Path
+    memory_mib: int = 512
+    smp: int = 2
+    cpu: str = "max,la57=off"
+    accel: str = "tcg"
+    binary: str = "qemu-system-x86_64"
+
+    def command(self) -> list[str]:
+        return [self.binary, "-machine", "q35", "-accel", self.accel, "-cpu", self.cpu,
+                "-smp", str(self.smp), "-m", f"{self.memory_mib}M",
+                "-nodefaults", "-display", "none", "-no-reboot",
+                "-serial", "stdio", "-monitor", "none",
+                "-device", "vmcoreinfo",
+                "-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe",
+                "-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.append]
+
+
+def crashkernel_for(memory_mib: int) -> str:
+    """crashkernel= size that leaves the first kernel room and the capture kernel enough."""
+    if memory_mib <= 256:
+        return "96M"
+    if memory_mib <= 768:
+        return "160M"
+    return "256M"
+
+
+def parse_memory(memory: str | int) -> int:
+    """'512M', '1G', 512 -> MiB."""
+    if isinstance(memory, int):
+        return memory
+    m = re.fullmatch(r"\s*(\d+)\s*([MmGg]?)i?[Bb]?\s*", str(memory))
+    if not m:
+        raise LabError(f"cannot parse memory size {memory!r} (use e.g. 512M or 1G)")
+    n = int(m.group(1))
+    return n * 1024 if m.group(2).lower() == "g" else n
+
+
+@dataclass
+class RunResult:
+    """What happened in one QEMU run."""
+
+    returncode: int | None
+    console: list[str]
+    steps: dict[str, float] = field(default_factory=dict)   # step name -> host seconds since start
+    wall_seconds: float = 0.0
+    timed_out: str | None = None
+
+
+#: Steps printed by the guests, with the phase name shown to the user.
+PHASES = {"init": "boot", "kexec-loaded": "boot", "crash": "crash", "capture": "capture",
+          "capture-done": "copy"}
+
+
+def run(cfg: QemuConfig, log_path: Path, timeouts: dict[str, float],
+        progress: Callable[[str], None] | None = None) -> RunResult:
+    """Run QEMU until it exits, streaming the serial console into ``log_path``.
+
+    ``timeouts`` maps the last step seen ('start', 'init', 'crash', 'capture') to the seconds
+    allowed until the next one; a stuck guest is killed (SIGTERM, then SIGKILL) and
+    `RunResult.timed_out` names the phase. QEMU never outlives this call.
+    """
+    if shutil.which(cfg.binary) is None:
+        raise LabError(f"boot: {cfg.binary} not found (apt-get install qemu-system-x86)")
+    say = progress or (lambda s: None)
+    cmd = cfg.command()
+    start = time.monotonic()
+    res = RunResult(None, [])
+    last_step, last_t = "start", start
+    say(f"boot: {cfg.accel.upper()} guest, {cfg.memory_mib} MiB, {cfg.smp} vCPUs, -cpu {cfg.cpu}")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    try:
+        with open(log_path, "wb") as log:
+            while True:
+                now = time.monotonic()
+                limit = timeouts.get(last_step, timeouts.get("default", 300))
+                if now - last_t > limit:
+                    res.timed_out = last_step
+                    break
+                for _key, _ in sel.select(timeout=0.5):
+                    chunk = proc.stdout.read(65536) or b""
+                    if not chunk:
+                        continue
+                    log.write(chunk)
+                    log.flush()
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for raw in lines:
+                        line = raw.decode("utf-8", "replace").rstrip("\r")
+                        res.console.append(line)
+                        m = re.search(r"KDNB-STEP (\S+)", line)
+                        if m and "echo" not in line:
+                            st = m.group(1)
+                            res.steps.setdefault(st, time.monotonic() - start)
+                            if st in PHASES or st.startswith("capture-"):
+                                last_step, last_t = (st if st in timeouts else last_step), time.monotonic()
+                            say(f"{PHASES.get(st, 'capture')}: {st} at {res.steps[st]:.1f}s")
+                        elif "KDNB-FAIL" in line or "KDNB-WARN" in line:
+                            say(line.strip())
+                if proc.poll() is not None:
+                    rest = proc.stdout.read() or b""
+                    log.write(rest)
+                    buf += rest
+                    if buf:
+                        res.console += buf.decode("utf-8", "replace").split("\n")
+                    break
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+        sel.close()
+        proc.stdout.close()
+    res.returncode = proc.returncode
+    res.wall_seconds = time.monotonic() - start
+    return res
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Terminate QEMU's whole process group, then make sure it is gone."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def console_tail(lines: list[str], n: int = 25) -> str:
+    """The last ``n`` console lines, for error messages."""
+    return "\n".join("    " + l for l in lines[-n:])
+
+
+def default_progress(msg: str) -> None:
+    """Print a progress line to stderr."""
+    print(f"[kdnb lab] {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,120 @@
+"""The crash scenarios: what each one sets up, how it is triggered and what the kernel should say."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Objects the crash module keeps alive in its "kdnb_obj" cache in every module scenario.
+LIVE_OBJECTS = 16
+#: Objects the slab-leak scenario leaks from "kdnb_obj" before the sysrq crash.
+LEAKED_OBJECTS = 2000
+
+SYSRQ_PANIC = "Kernel panic - not syncing: sysrq triggered crash"
+HUNG_PANIC = "Kernel panic - not syncing: hung_task: blocked tasks"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One way to crash a kernel, with a distinct root cause.
+
+    ``steps`` are shell lines run by the first kernel's /init after the snapshot; the helper
+    ``kdnb_as NAME [CPU] -- CMD`` (defined in /init) runs CMD in a subshell that renames itself
+    NAME (via /proc/self/comm), optionally pins itself to CPU, and prints a KDNB-TASK line with
+    its pid on the console.
+    """
+
+    name: str
+    description: str
+    trigger: str
+    expected_panic: str
+    crash_comm: str | None
+    sysctls: dict[str, str] = field(default_factory=dict)
+    module: bool = False
+    module_params: dict[str, str] = field(default_factory=dict)
+    steps: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+    leaked_objects: int | None = None
+    crash_timeout: int = 120
+
+    def module_args(self) -> str:
+        """insmod arguments for kdnb_crash.ko."""
+        return " ".join(f"{k}={v}" for k, v in self.module_params.items())
+
+
+def _mod(action: str, comm: str = "kdnb_trigger", cpu: int = 0) -> tuple[str, ...]:
+    return (f"kdnb_as {comm} {cpu} -- 'echo {action} > /proc/kdnb_crash'",)
+
+
+HUNG_SYSCTLS = {"kernel.hung_task_panic": "1", "kernel.hung_task_timeout_secs": "5",
+                "kernel.hung_task_check_interval_secs": "2"}
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("sysrq", "echo c > /proc/sysrq-trigger (the classic kdump test)",
+             "echo c > /proc/sysrq-trigger", SYSRQ_PANIC, "kdnb_trigger",
+             sysctls={"kernel.sysrq": "1"},
+             steps=("kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'",)),
+    Scenario("panic", "a module calls panic()",
+             "echo panic > /proc/kdnb_crash", "Kernel panic - not syncing: kdnb_crash: deliberate panic",
+             "kdnb_trigger", module=True, steps=_mod("panic")),
+    Scenario("oops", "NULL pointer write in a module, panic_on_oops=1",
+             "echo oops > /proc/kdnb_crash (sysctl: panic_on_oops=1)",
+             "BUG: kernel NULL pointer dereference, address: 0000000000000000",
+             "kdnb_trigger", sysctls={"kernel.panic_on_oops": "1"}, module=True, steps=_mod("oops")),
+    Scenario("bug", "BUG() in a module, panic_on_oops=1",
+             "echo bug > /proc/kdnb_crash (sysctl: panic_on_oops=1)",
+             "kernel BUG at", "kdnb_trigger",
+             sysctls={"kernel.panic_on_oops": "1"}, module=True, steps=_mod("bug")),
+    Scenario("warn", "WARN() in a module, panic_on_warn=1",
+             "echo warn > /proc/kdnb_crash (sysctl: panic_on_warn=1)",
+             "Kernel panic - not syncing: kernel: panic_on_warn set ...",
+             "kdnb_trigger", sysctls={"kernel.panic_on_warn": "1"}, module=True, steps=_mod("warn")),
+    Scenario("softlockup", "a task spins with preemption off on CPU 1, softlockup_panic=1",
+             "echo softlockup > /proc/kdnb_crash on CPU 1 (sysctl: softlockup_panic=1, watchdog_thresh=5)",
+             "Kernel panic - not syncing: softlockup: hung tasks", "kdnb_softlockup",
+             sysctls={"kernel.softlockup_panic": "1", "kernel.watchdog_thresh": "5"},
+             module=True, steps=_mod("softlockup", "kdnb_softlockup", 1)),
+    Scenario("hung", "a task sleeps uninterruptibly forever, hung_task_panic=1",
+             "echo hung > /proc/kdnb_crash in background (sysctl: hung_task_panic=1, timeout=5s)",
+             HUNG_PANIC, "khungtaskd", sysctls=HUNG_SYSCTLS, module=True,
+             steps=("kdnb_as kdnb_hung 0 -- 'echo hung > /proc/kdnb_crash' &",),
+             blocked=("kdnb_hung",)),
+    Scenario("cascade", "a task spins on CPU 1 holding kdnb_lock; another blocks on it until hung_task_panic",
+             "kdnb_holder: echo hold > /proc/kdnb_crash on CPU 1; kdnb_waiter: echo wait > "
+             "/proc/kdnb_crash (sysctl: hung_task_panic=1, timeout=5s)",
+             HUNG_PANIC, "khungtaskd", sysctls=HUNG_SYSCTLS, module=True,
+             steps=("kdnb_as kdnb_holder 1 -- 'echo hold > /proc/kdnb_crash' &", "sleep 1",
+                    "kdnb_as kdnb_waiter 0 -- 'echo wait > /proc/kdnb_crash' &"),
+             blocked=("kdnb_waiter",)),
+    Scenario("rcu-stall", "a task spins with preemption off on CPU 1, panic_on_rcu_stall=1",
+             "echo rcu-stall > /proc/kdnb_crash on CPU 1 (sysctl: panic_on_rcu_stall=1, "
+             "rcu_cpu_stall_timeout=3)",
+             "Kernel panic - not syncing: RCU Stall", None,
+             sysctls={"kernel.panic_on_rcu_stall": "1",
+                      "/sys/module/rcupdate/parameters/rcu_cpu_stall_timeout": "3"},
+             module=True, steps=_mod("rcu-stall", "kdnb_rcu_stall", 1)),
+    Scenario("oom", "a memory hog with panic_on_oom=1",
+             "kdnb_work kdnb_hog hog (sysctl: vm.panic_on_oom=1)",
+             "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled",
+             "kdnb_hog", sysctls={"vm.panic_on_oom": "1"},
+             steps=("kdnb_work kdnb_hog hog &", "echo \"KDNB-TASK comm=kdnb_hog pid=$!\"")),
+    Scenario("slab-leak", f"a module leaks {LEAKED_OBJECTS} objects from its kdnb_obj cache, then sysrq crash",
+             f"insmod kdnb_crash.ko leak={LEAKED_OBJECTS}; echo c > /proc/sysrq-trigger",
+             SYSRQ_PANIC, "kdnb_trigger", sysctls={"kernel.sysrq": "1"}, module=True,
+             module_params={"leak": str(LEAKED_OBJECTS)},
+             steps=("kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'",),
+             leaked_objects=LEAKED_OBJECTS),
+]}
+
+
+def list_scenarios() -> list[str]:
+    """Names of the scenarios `kdnb.lab.make` knows."""
+    return list(SCENARIOS)
+
+
+def get(name: str) -> Scenario:
+    """The scenario called ``name`` (a KdnbError subclass names the known ones otherwise)."""
+    from .packages import LabError
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise LabError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
