@@ -1,0 +1,180 @@
+"""Find the crash reports a kernel printed before it died: Oops, BUG, WARN, lockups, panics.
+
+Pure text analysis of `Dump.log`; the root-cause analysis combines it with memory evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+# A line that starts a report, and the category it suggests.
+HEADLINES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^BUG: kernel NULL pointer dereference, address: (?P<addr>\w+)"), "null-deref"),
+    (re.compile(r"^BUG: unable to handle kernel NULL pointer dereference"), "null-deref"),
+    (re.compile(r"^BUG: unable to handle (page fault for address|kernel paging request)"
+                r"(: | at )?(?P<addr>\w+)?"), "page-fault"),
+    (re.compile(r"^(Oops: )?general protection fault"), "page-fault"),
+    (re.compile(r"^kernel BUG at (?P<where>\S+)!"), "bug"),
+    (re.compile(r"^WARNING: CPU: (?P<cpu>\d+) PID: (?P<pid>\d+) at (?P<where>.*)$"), "warn"),
+    (re.compile(r"BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for (?P<secs>\d+)s! "
+                r"\[(?P<comm>.*):(?P<pid>\d+)\]"), "soft-lockup"),
+    (re.compile(r"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d+)"), "hard-lockup"),
+    (re.compile(r"^rcu: INFO: (?P<flavor>\S+) (self-)?detected stalls? on CPU"), "rcu-stall"),
+    (re.compile(r"^INFO: (?P<flavor>rcu_\w+) (self-)?detected stalls? on CPU"), "rcu-stall"),
+    (re.compile(r"^INFO: task (?P<comm>.+):(?P<pid>\d+) blocked for more than (?P<secs>\d+) "
+                r"seconds"), "hung-task"),
+    (re.compile(r"^(?P<comm>.+) invoked oom-killer: "), "oom"),
+    (re.compile(r"^sysrq: Trigger a crash"), "sysrq"),
+    (re.compile(r"(Machine check|mce: \[Hardware Error\])"), "mce"),
+]
+PANIC = re.compile(r"^Kernel panic - not syncing: (?P<msg>.*)$")
+# What the panic() string says about the cause, when it says anything.
+PANIC_REASONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"sysrq triggered crash"), "sysrq"),
+    (re.compile(r"hung_task: blocked tasks"), "hung-task"),
+    (re.compile(r"softlockup: hung tasks"), "soft-lockup"),
+    (re.compile(r"Hard LOCKUP"), "hard-lockup"),
+    (re.compile(r"RCU Stall"), "rcu-stall"),
+    (re.compile(r"(Out of memory|System is deadlocked on memory)"), "oom"),
+    (re.compile(r"[Mm]achine check"), "mce"),
+    (re.compile(r"Attempted to kill (init|the idle task)"), "init-died"),
+    (re.compile(r"panic_on_warn set"), "warn"),
+    (re.compile(r"Fatal exception"), "oops-followup"),
+    (re.compile(r"Oops"), "oops-followup"),
+]
+CPU_LINE = re.compile(r"^CPU: (?P<cpu>\d+) (UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>\S+)"
+                      r"(?P<rest>.*)$")
+TAINT = re.compile(r"Tainted: (?P<letters>[A-Z ]+?) +\d+\.\d+")
+RIP_LINE = re.compile(r"^RIP: (?P<cs>[0-9a-f]{4}):(?P<where>\S+)( \[(?P<module>[^\]]+)\])?")
+FRAME = re.compile(r"^\s*(?P<unsure>\? )?(?P<func>[\w.$]+)\+(?P<off>0x[0-9a-f]+)/(?P<size>0x[0-9a-f]+)"
+                   r"( \[(?P<module>[^\]]+)\])?")
+ORDER = ["null-deref", "page-fault", "bug", "warn", "soft-lockup", "hard-lockup", "rcu-stall",
+         "hung-task", "oom", "mce", "sysrq"]
+
+
+@dataclass
+class Frame:
+    """One `func+off/size [mod]` line of a printed call trace."""
+
+    function: str
+    offset: int
+    size: int
+    module: str | None
+    reliable: bool
+
+    @property
+    def text(self) -> str:
+        mod = f" [{self.module}]" if self.module else ""
+        return f"{self.function}+{self.offset:#x}/{self.size:#x}{mod}"
+
+
+@dataclass
+class Report:
+    """One crash report in the log: its headline, the lines it owns, and what they name."""
+
+    category: str
+    seq: int
+    time: pd.Timedelta
+    headline: str
+    fields: dict
+    lines: list[tuple[int, str]] = field(default_factory=list)
+    cpu: int | None = None
+    pid: int | None = None
+    comm: str | None = None
+    tainted: str = ""
+    rip: str | None = None
+    rip_module: str | None = None
+    user_mode: bool = False
+    trace: list[Frame] = field(default_factory=list)
+
+    def reliable_trace(self) -> list[Frame]:
+        """Frames the kernel printed without a '?' (those it could vouch for)."""
+        return [f for f in self.trace if f.reliable]
+
+
+@dataclass
+class PanicLog:
+    """The crash reports of a log and its final panic line."""
+
+    reports: list[Report]
+    panic: Report | None  # the "Kernel panic - not syncing" report, when printed
+
+    @property
+    def last(self) -> Report | None:
+        """The last report before the end (the one the machine died of, or its symptom)."""
+        return self.reports[-1] if self.reports else None
+
+
+def parse_panic_log(log: pd.DataFrame) -> PanicLog:
+    """Split the log into crash reports (each headline owns the lines up to the next one)."""
+    seqs = log["seq"].tolist()
+    times = log["time"].tolist()
+    texts = [str(t) for t in log["text"].tolist()]
+    reports: list[Report] = []
+    panic: Report | None = None
+    current: Report | None = None
+    for seq, t, text in zip(seqs, times, texts):
+        first = text.split("\n", 1)[0]
+        m = PANIC.match(first)
+        started = None
+        if m:
+            started = Report("panic", seq, t, first, {"msg": m.group("msg")})
+            panic = started
+        else:
+            for pattern, category in HEADLINES:
+                hm = pattern.search(first)
+                if hm:
+                    started = Report(category, seq, t, first,
+                                     {k: v for k, v in hm.groupdict().items() if v is not None})
+                    break
+        if started is not None:
+            if current is not None and _continues(current, started):
+                current.lines.append((seq, text))
+                continue
+            current = started
+            if started is not panic:
+                reports.append(started)
+        if current is not None:
+            if started is None or current is started:
+                _absorb(current, seq, text)
+    return PanicLog(reports, panic)
+
+
+def _continues(current: Report, new: Report) -> bool:
+    """An `Oops:` line after a NULL-deref BUG line belongs to the same report."""
+    return new.category == "page-fault" and new.headline.startswith("Oops:") and \
+        current.category in ("null-deref", "page-fault", "bug")
+
+
+def _absorb(report: Report, seq: int, text: str) -> None:
+    """Take what a line of a report names: the CPU/task line, RIP, taint, call trace."""
+    report.lines.append((seq, text))
+    for line in text.split("\n"):
+        m = CPU_LINE.match(line)
+        if m and report.cpu is None:
+            report.cpu, report.pid, report.comm = int(m["cpu"]), int(m["pid"]), m["comm"]
+            tm = TAINT.search(m["rest"])
+            if tm:  # fixed-width flag string; 'G' only says "no proprietary module"
+                report.tainted = tm["letters"].replace(" ", "").replace("G", "")
+            continue
+        m = RIP_LINE.match(line)
+        if m and report.rip is None:
+            report.user_mode = m["cs"] in ("0033", "0023")
+            if not report.user_mode:
+                report.rip, report.rip_module = m["where"], m["module"]
+            continue
+        m = FRAME.match(line)
+        if m and not line.startswith("RIP"):
+            report.trace.append(Frame(m["func"], int(m["off"], 16), int(m["size"], 16),
+                                      m["module"], not m["unsure"]))
+
+
+def panic_reason(message: str) -> str:
+    """The category a panic() string names, or 'panic-call' when it names none."""
+    for pattern, category in PANIC_REASONS:
+        if pattern.search(message):
+            return category
+    return "panic-call"
