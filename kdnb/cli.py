@@ -46,6 +46,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_why(args: argparse.Namespace) -> int:
+    """Print the panic root cause."""
+    import json
+
+    from .api import open as open_dump
+
+    with open_dump(_dump_path(args.vmcore)) as d:
+        rc = d.root_cause()
+        print(json.dumps(rc.to_dict(), indent=2, default=str) if args.json else rc)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kdnb", description="Linux kernel crash dump post-mortem kit")
@@ -53,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what a dump is: format, header, CPUs, coverage")
     info.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     info.set_defaults(func=cmd_info)
+    why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
+    why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
+    why.add_argument("--json", action="store_true", help="machine-readable output")
+    why.set_defaults(func=cmd_why)
     return parser
 
 

@@ -1,0 +1,497 @@
+"""Why the kernel died: the class of the root cause, the culprit and the evidence.
+
+The log names the symptom (a panic string, an Oops, a hung-task report); memory says more: which
+CPU was spinning, who owned the lock a blocked task waits for. A cascade is followed back to the
+root, and `.category` is always the class of the root, not of the symptom.
+"""
+
+from __future__ import annotations
+
+import html
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import pandas as pd
+
+from ..errors import KdnbError
+from .panic_log import PanicLog, Report, panic_reason, parse_panic_log
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api import Dump
+
+EXPLANATIONS = {
+    "sysrq": "Someone crashed the kernel on purpose through the magic SysRq key (echo c > "
+             "/proc/sysrq-trigger): a test or an administrator, not a bug.",
+    "null-deref": "Kernel code followed a NULL pointer; the CPU faulted and the kernel stopped "
+                  "with an Oops.",
+    "page-fault": "Kernel code touched an address that is not mapped (a bad or stale pointer); "
+                  "the CPU faulted and the kernel stopped with an Oops.",
+    "bug": "Kernel code hit a BUG() assertion: it found its own state impossible and stopped.",
+    "panic-call": "Code called panic() itself because it decided it could not go on.",
+    "warn": "A WARN() fired and panic_on_warn turned the warning into a crash.",
+    "soft-lockup": "A CPU kept running kernel code without ever scheduling, so nothing else could "
+                   "run there and work that needed it piled up.",
+    "hard-lockup": "A CPU stopped taking interrupts for too long: it was stuck with interrupts "
+                   "disabled.",
+    "rcu-stall": "A CPU or task held up RCU grace periods for too long, typically by looping "
+                 "with preemption or interrupts disabled.",
+    "hung-task": "A task slept uninterruptibly (D state) longer than the hung-task timeout, "
+                 "waiting for something that never came.",
+    "oom": "Memory ran out and the kernel was told to panic instead of killing a process (or "
+           "had no process left to kill).",
+    "mce": "The hardware reported an uncorrectable machine-check error (CPU, memory or bus).",
+    "init-died": "PID 1 (init) exited or was killed, and the kernel cannot run without it.",
+    "unknown": "kdnb found no crash report in the log and no decisive sign in memory.",
+}
+CATEGORIES = list(EXPLANATIONS)
+OOPS_CLASSES = ("null-deref", "page-fault", "bug", "warn")
+SCHED_FUNCS = ("__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled",
+               "io_schedule", "io_schedule_timeout", "preempt_schedule", "__pfx_")
+PANIC_FUNCS = ("panic", "dump_stack", "dump_stack_lvl", "crash_setup_regs", "__crash_kexec",
+               "crash_kexec", "vpanic", "__warn", "report_bug", "handle_bug", "exc_invalid_op",
+               "asm_exc_invalid_op", "warn_slowpath_fmt")
+IDLE_FUNCS = ("default_idle", "native_safe_halt", "pv_native_safe_halt", "mwait_idle",
+              "cpu_idle_poll", "acpi_idle_do_entry", "intel_idle", "do_idle", "cpu_startup_entry",
+              "default_idle_call", "arch_cpu_idle")
+SPIN_SECONDS = 2.0  # a CPU in one kernel task this long without scheduling is spinning
+EVIDENCE_COLUMNS = ["kind", "seq", "time", "cpu", "pid", "text", "why"]
+
+
+@dataclass
+class Culprit:
+    """Who and where: the task, CPU, function and module the root cause points at."""
+
+    pid: int | None = None
+    comm: str | None = None
+    cpu: int | None = None
+    function: str | None = None
+    module: str | None = None
+    module_taints: str = ""
+
+    def __str__(self) -> str:
+        parts = []
+        if self.comm is not None or self.pid is not None:
+            parts.append(f"{self.comm or '?'} (pid {self.pid if self.pid is not None else '?'})")
+        if self.cpu is not None:
+            parts.append(f"CPU {self.cpu}")
+        if self.function:
+            mod = f" [{self.module}{', taint ' + self.module_taints if self.module_taints else ''}]" \
+                if self.module else ""
+            parts.append(f"in {self.function}{mod}")
+        return ", ".join(parts) or "unknown"
+
+
+@dataclass
+class RootCause:
+    """The answer to "why did it die?"; `str()` for text, `_repr_html_` for notebooks."""
+
+    category: str
+    message: str
+    culprit: Culprit
+    evidence: pd.DataFrame
+    chain: list[dict] = field(default_factory=list)
+    confidence: float = 0.5
+    alternatives: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def explanation(self) -> str:
+        """One sentence on the category for a person new to kernel crashes."""
+        return EXPLANATIONS[self.category]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "category": self.category, "explanation": self.explanation, "message": self.message,
+            "culprit": self.culprit.__dict__, "confidence": self.confidence,
+            "chain": self.chain, "alternatives": self.alternatives, "notes": self.notes,
+            "evidence": self.evidence.astype(object).where(self.evidence.notna(), None)
+            .assign(time=self.evidence["time"].astype(str)).to_dict("records"),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"Root cause: {self.category} (confidence {self.confidence:.0%})",
+                 f"  {self.explanation}",
+                 f"Message:  {self.message or '(none in the log)'}",
+                 f"Culprit:  {self.culprit}"]
+        if self.chain:
+            lines.append("Chain:")
+            lines += [f"  {i + 1}. [{step['role']}] {step['what']}" for i, step in
+                      enumerate(self.chain)]
+        if self.alternatives:
+            lines.append("Alternatives:")
+            lines += [f"  - {cat}: {why}" for cat, why in self.alternatives]
+        if len(self.evidence):
+            lines.append("Evidence:")
+            for row in self.evidence.itertuples():
+                lines.append(f"  - {row.text}  ({row.why})")
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        chain = "".join(f"<li><b>{esc(s['role'])}</b>: {esc(s['what'])}</li>" for s in self.chain)
+        alts = "".join(f"<li>{esc(c)}: {esc(w)}</li>" for c, w in self.alternatives)
+        ev = self.evidence[["kind", "text", "why"]].to_html(index=False, escape=True) \
+            if len(self.evidence) else "<p>none</p>"
+        return (f"<div class='kdnb-rootcause'><h3>Root cause: {esc(self.category)} "
+                f"<small>({self.confidence:.0%})</small></h3><p>{esc(self.explanation)}</p>"
+                f"<p><b>Message:</b> <code>{esc(self.message)}</code></p>"
+                f"<p><b>Culprit:</b> {esc(str(self.culprit))}</p>"
+                + (f"<p><b>Chain</b></p><ol>{chain}</ol>" if chain else "")
+                + (f"<p><b>Alternatives</b></p><ul>{alts}</ul>" if alts else "")
+                + f"<p><b>Evidence</b></p>{ev}</div>")
+
+
+class _Analysis:
+    """Collects evidence while the root cause is worked out."""
+
+    def __init__(self, dump: "Dump") -> None:
+        self.dump = dump
+        self.rows: list[dict] = []
+        self.notes: list[str] = []
+        self._done: dict[str, Any] = {}
+
+    def get(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one lookup once; a failure becomes a note, not an exception."""
+        if what in self._done:
+            return self._done[what]
+        try:
+            value = fn()
+        except (KdnbError, ImportError, AttributeError, KeyError, ValueError, IndexError,
+                struct.error) as exc:
+            self.notes.append(f"{what} unavailable: {exc}")
+            value = None
+        self._done[what] = value
+        return value
+
+    def add(self, kind: str, text: str, why: str, seq: int | None = None,
+            time: pd.Timedelta | None = None, cpu: int | None = None, pid: int | None = None) -> None:
+        """One evidence row."""
+        self.rows.append({"kind": kind, "seq": seq, "time": time, "cpu": cpu, "pid": pid,
+                          "text": text, "why": why})
+
+    def frame(self) -> pd.DataFrame:
+        """The evidence as a DataFrame with stable dtypes."""
+        df = pd.DataFrame(self.rows, columns=EVIDENCE_COLUMNS)
+        df["kind"] = pd.Categorical(df["kind"], categories=["log", "frame", "task", "cpu",
+                                                            "lock", "memory", "module"])
+        df["seq"] = df["seq"].astype("Int64")
+        df["time"] = pd.to_timedelta(df["time"])
+        df["cpu"] = df["cpu"].astype("Int16")
+        df["pid"] = df["pid"].astype("Int32")
+        return df
+
+
+def root_cause(dump: "Dump") -> RootCause:
+    """Classify why the kernel died, name the culprit and gather the evidence."""
+    an = _Analysis(dump)
+    log = an.get("kernel log", lambda: dump.log)
+    plog = parse_panic_log(log) if log is not None else PanicLog([], None)
+    category, report = _classify(plog)
+    culprit = _culprit(an, category, report, plog)
+    message = _message(plog, report)
+    _log_evidence(an, plog, report)
+    chain: list[dict] = []
+    alternatives: list[tuple[str, str]] = []
+    confidence = 0.9 if report is not None or plog.panic is not None else 0.3
+    if category == "unknown":
+        confidence = 0.2
+    if category in ("hung-task", "rcu-stall"):
+        spin = _find_spinner(an, plog, culprit)
+        if spin is not None:
+            alternatives.append((category, "the log reports this symptom; the spinning CPU is "
+                                 "what caused it"))
+            chain = _cascade_chain(category, spin, culprit, plog)
+            category = "soft-lockup"
+            culprit = spin["culprit"]
+            confidence = 0.85 if spin.get("lock") else 0.65
+    if category in OOPS_CLASSES + ("panic-call",) and culprit.module:
+        _module_evidence(an, culprit)
+    if category == "oom":
+        _memory_evidence(an)
+    if not chain:
+        chain = _simple_chain(category, culprit, plog, report)
+    return RootCause(category, message, culprit, an.frame(), chain, confidence, alternatives,
+                     an.notes)
+
+
+# -- classification ------------------------------------------------------------------------
+
+def _classify(plog: PanicLog) -> tuple[str, Report | None]:
+    """The category and the report that shows it."""
+    if plog.panic is not None:
+        reason = panic_reason(plog.panic.fields.get("msg", ""))
+        if reason == "oops-followup":
+            report = _last(plog, OOPS_CLASSES)
+            return (report.category, report) if report else ("unknown", plog.panic)
+        if reason == "panic-call":
+            return "panic-call", plog.panic
+        report = _last(plog, (reason,))
+        return reason, report or plog.panic
+    report = _last(plog, OOPS_CLASSES + ("soft-lockup", "hard-lockup", "rcu-stall", "mce", "oom",
+                                         "sysrq", "hung-task"))
+    if report is None:
+        return "unknown", None
+    return report.category, report
+
+
+def _last(plog: PanicLog, categories: tuple[str, ...]) -> Report | None:
+    for report in reversed(plog.reports):
+        if report.category in categories:
+            return report
+    return None
+
+
+def _message(plog: PanicLog, report: Report | None) -> str:
+    lines = []
+    if report is not None and report is not plog.panic:
+        lines.append(report.headline)
+        oops = next((t for _, t in report.lines if t.startswith("Oops:") or
+                     t.startswith("invalid opcode")), None)
+        if oops:
+            lines.append(oops)
+    if plog.panic is not None:
+        lines.append(plog.panic.headline)
+    return " / ".join(lines)
+
+
+# -- the culprit -----------------------------------------------------------------------------
+
+def _culprit(an: _Analysis, category: str, report: Report | None, plog: PanicLog) -> Culprit:
+    c = Culprit()
+    ctx = report if report is not None and report.cpu is not None else plog.panic
+    if ctx is not None and ctx.cpu is not None:
+        c.cpu, c.pid, c.comm = ctx.cpu, ctx.pid, ctx.comm
+    if category == "hung-task" and report is not None and "pid" in report.fields:
+        c.pid, c.comm, c.cpu = int(report.fields["pid"]), report.fields["comm"], None
+        frame = _first_not(report.reliable_trace(), SCHED_FUNCS)
+        if frame is not None:
+            c.function, c.module = f"{frame.function}+{frame.offset:#x}", frame.module
+        tasks = an.get("tasks", lambda: an.dump.tasks)
+        if tasks is not None:
+            row = tasks[tasks["pid"] == c.pid]
+            if len(row):
+                c.cpu = int(row["cpu"].iloc[0])
+        return c
+    if category == "soft-lockup" and report is not None and "pid" in report.fields:
+        c.pid, c.comm = int(report.fields["pid"]), report.fields["comm"]
+        c.cpu = int(report.fields["cpu"])
+    if report is not None and report.rip:
+        func, _, _ = report.rip.partition("/")
+        c.function, c.module = func, report.rip_module
+    elif report is not None or plog.panic is not None:
+        trace = (report if report is not None and report.trace else plog.panic).reliable_trace() \
+            if (report is not None and report.trace) or plog.panic is not None else []
+        frame = _first_not(trace, PANIC_FUNCS)
+        if frame is not None:
+            c.function, c.module = f"{frame.function}+{frame.offset:#x}", frame.module
+    if c.cpu is None or c.function is None:
+        _culprit_from_memory(an, c)
+    if c.module:
+        mods = an.get("modules", lambda: an.dump.modules)
+        if mods is not None and "taints" in mods:
+            row = mods[mods["name"] == c.module]
+            if len(row):
+                c.module_taints = str(row["taints"].iloc[0])
+    return c
+
+
+def _first_not(frames: list, skip: tuple[str, ...]):
+    for f in frames:
+        if not f.function.startswith(skip) and f.function not in skip:
+            return f
+    return None
+
+
+def _culprit_from_memory(an: _Analysis, c: Culprit) -> None:
+    """When the log is silent: the panic CPU's registers and stack."""
+    bt = an.get("panic backtrace", lambda: an.dump.panic_backtrace)
+    if bt is None or not len(bt):
+        return
+    if c.cpu is None and "cpu" in bt.attrs.get("kdnb", {}):
+        c.cpu = bt.attrs["kdnb"]["cpu"]
+    for row in bt.itertuples():
+        fn = str(row.function)
+        if fn and fn not in PANIC_FUNCS and not fn.startswith(PANIC_FUNCS):
+            c.function = f"{fn}+{int(row.offset):#x}" if pd.notna(row.offset) else fn
+            c.module = None if pd.isna(row.module) else str(row.module)
+            break
+
+
+# -- evidence ----------------------------------------------------------------------------------
+
+LINE_WHY = {
+    "CPU: ": "the CPU and task that were running",
+    "RIP: 0010:": "where the CPU was in the kernel",
+    "Oops:": "the fault's error code",
+    "invalid opcode": "BUG() traps with an invalid instruction",
+    "Modules linked in": "loaded modules and their taints",
+}
+
+
+def _log_evidence(an: _Analysis, plog: PanicLog, report: Report | None) -> None:
+    shown = [r for r in (report, plog.panic) if r is not None]
+    if len(shown) == 2 and shown[0] is shown[1]:
+        shown = shown[:1]
+    for r in shown:
+        why = "the panic the machine died of" if r is plog.panic else "the line that names the failure"
+        an.add("log", r.headline, why, r.seq, r.time, r.cpu, r.pid)
+        for seq, text in r.lines[1:]:
+            key = next((k for k in LINE_WHY if text.startswith(k)), None)
+            if key is not None:
+                an.add("log", text, LINE_WHY[key], seq, r.time)
+        for f in r.reliable_trace()[:8]:
+            an.add("frame", f.text, "call trace the kernel printed", r.seq, r.time, r.cpu, r.pid)
+
+
+def _module_evidence(an: _Analysis, c: Culprit) -> None:
+    mods = an.get("modules", lambda: an.dump.modules)
+    if mods is None:
+        return
+    row = mods[mods["name"] == c.module]
+    if len(row):
+        taints = str(row["taints"].iloc[0]) if "taints" in row else ""
+        meaning = []
+        if "O" in taints:
+            meaning.append("out-of-tree")
+        if "E" in taints:
+            meaning.append("unsigned")
+        an.add("module", f"module {c.module} taints {taints or '-'}",
+               "the faulting code lives in this module" + (f" ({', '.join(meaning)})"
+                                                           if meaning else ""))
+
+
+def _memory_evidence(an: _Analysis) -> None:
+    mem = an.get("meminfo", lambda: an.dump.meminfo)
+    if mem is not None and len(mem):
+        for row in mem.head(6).itertuples():
+            an.add("memory", f"{row[1]}: {getattr(row, 'bytes', '')} bytes",
+                   "memory counters at the crash")
+    slab = an.get("slab", lambda: an.dump.slab)
+    if slab is not None and len(slab):
+        for row in slab.sort_values("total_bytes", ascending=False).head(5).itertuples():
+            an.add("memory", f"slab {row.name}: {int(row.total_bytes)} bytes",
+                   "largest slab caches (a leak shows here)")
+
+
+# -- cascades ----------------------------------------------------------------------------------
+
+def _find_spinner(an: _Analysis, plog: PanicLog, symptom: Culprit) -> dict | None:
+    """A CPU that ran one kernel task for seconds without scheduling while others waited."""
+    dump = an.dump
+    cpus = an.get("CPU registers", lambda: dump.cpus)
+    tasks = an.get("tasks", lambda: dump.tasks)
+    if cpus is None or tasks is None or not len(cpus):
+        return None
+    panic_cpu = plog.panic.cpu if plog.panic is not None else None
+    crash_time = plog.panic.time if plog.panic is not None else None
+    if crash_time is None and len(plog.reports):
+        crash_time = plog.reports[-1].time
+    best = None
+    for row in cpus.itertuples():
+        cpu = int(row.cpu)
+        if cpu == panic_cpu or int(row.cs) & 3:  # the panic CPU, or a CPU in user mode
+            continue
+        sym = an.get(f"CPU {cpu} pc", lambda r=row: dump.kernel.lookup(int(r.rip)))
+        if sym is None or sym.name in IDLE_FUNCS:
+            continue
+        cur = tasks[(tasks["cpu"] == cpu) & tasks["is_current"]]
+        if not len(cur) or int(cur["pid"].iloc[0]) == 0:
+            continue
+        task = cur.iloc[0]
+        running = None
+        if crash_time is not None and pd.notna(task.get("last_run")):
+            running = (crash_time - task["last_run"]).total_seconds()
+        if running is None or running < SPIN_SECONDS:
+            continue
+        func = f"{sym.name}+{sym.offset:#x}"
+        c = Culprit(pid=int(task["pid"]), comm=str(task["comm"]), cpu=cpu, function=func,
+                    module=sym.module)
+        spin = {"culprit": c, "seconds": running, "task_address": int(task["address"])}
+        an.add("cpu", f"CPU {cpu} ran {c.comm} (pid {c.pid}) in kernel mode at {func}"
+               + (f" [{sym.module}]" if sym.module else "") + f" for {running:.1f} s without "
+               "scheduling", "a CPU that never schedules starves everything that waits for it",
+               cpu=cpu, pid=c.pid)
+        if best is None or running > best["seconds"]:
+            best = spin
+    if best is None:
+        return None
+    if symptom.pid is not None:
+        lock = _lock_owned_by(an, symptom.pid, best["task_address"])
+        if lock is not None:
+            best["lock"] = lock
+            an.add("lock", f"{symptom.comm} (pid {symptom.pid}) waits on a lock at {lock:#x} "
+                   f"owned by {best['culprit'].comm} (pid {best['culprit'].pid})",
+                   "ties the blocked task to the spinning one", pid=symptom.pid)
+    return best
+
+
+def _lock_owned_by(an: _Analysis, pid: int, owner_task: int) -> int | None:
+    """A mutex/rw-semaphore referenced from the blocked task's stack whose owner is `owner_task`.
+
+    The owner field holds the task_struct pointer with flag bits in the low 3 bits.
+    """
+    dump = an.dump
+    k = dump.kernel
+    tasks = dump.tasks
+    row = tasks[tasks["pid"] == pid]
+    if not len(row):
+        return None
+    task_addr = int(row["address"].iloc[0])
+    offsets = []
+    for tname in ("struct mutex", "struct rw_semaphore"):
+        off = an.get(f"{tname}.owner", lambda t=tname: k.type(t).member("owner").offset)
+        if off is not None:
+            offsets.append(off)
+    stack = an.get("task stack", lambda: k.object(task_addr, "struct task_struct").member("stack"))
+    if not stack or not offsets:
+        return None
+    data = an.get("stack contents", lambda: k.read(stack, 16384))
+    if data is None:
+        return None
+    seen: set[int] = set()
+    for (word,) in struct.iter_unpack("<Q", data):
+        if word < 0xFFFF800000000000 or word in seen:
+            continue
+        seen.add(word)
+        for off in offsets:
+            try:
+                owner = k.read_u64(word + off)
+            except KdnbError:
+                break
+            if owner & ~7 == owner_task:
+                return word
+    return None
+
+
+def _cascade_chain(symptom_cat: str, spin: dict, blocked: Culprit, plog: PanicLog) -> list[dict]:
+    sc = spin["culprit"]
+    chain = [{"role": "root", "what": f"{sc.comm} (pid {sc.pid}) spins in kernel mode on CPU "
+              f"{sc.cpu} at {sc.function} for {spin['seconds']:.1f} s without scheduling"}]
+    if spin.get("lock"):
+        chain.append({"role": "effect", "what": f"{blocked.comm} (pid {blocked.pid}) waits for "
+                      f"a lock at {spin['lock']:#x} held by {sc.comm}"})
+    elif blocked.pid is not None:
+        chain.append({"role": "effect", "what": f"{blocked.comm} (pid {blocked.pid}) cannot make "
+                      "progress while that CPU never schedules"})
+    chain.append({"role": "symptom", "what": f"the {symptom_cat} detector reported it"
+                  + (f": {plog.reports[-1].headline}" if plog.reports else "")})
+    if plog.panic is not None:
+        chain.append({"role": "end", "what": plog.panic.headline})
+    return chain
+
+
+def _simple_chain(category: str, c: Culprit, plog: PanicLog, report: Report | None) -> list[dict]:
+    chain = []
+    if report is not None and report is not plog.panic:
+        chain.append({"role": "root", "what": f"{report.headline} ({c})"})
+    elif category != "unknown":
+        chain.append({"role": "root", "what": f"{category} in {c}"})
+    if plog.panic is not None:
+        chain.append({"role": "end", "what": plog.panic.headline})
+    elif report is not None:
+        chain.append({"role": "end", "what": "the kernel went straight to the capture kernel "
+                      "(crash_kexec from the Oops path, before panic())"})
+    return chain
