@@ -126,7 +126,7 @@ def first_init(scenario: Scenario, formats: list[Format]) -> str:
     lines = [PRELUDE, "step init", "S=/mnt/snapshot; mkdir -p $S",
              'kdnb_as() { _n=$1; _c=$2; shift 3; ( echo -n "$_n" > /proc/self/comm; '
              'read _p _r < /proc/self/stat; taskset -p "$(printf %x $((1 << _c)))" "$_p" >/dev/null 2>&1; '
-             'echo "KDNB-TASK comm=$_n pid=$_p cpu=$_c"; eval "$1" ) }']
+             'echo "KDNB-TASK comm=$_n pid=$_p cpu=$_c" > /dev/kmsg; eval "$1" ) }']
     for k, v in scenario.sysctls.items():
         if k.startswith("/"):
             lines.append(f"echo {shlex.quote(v)} > {k} || echo 'KDNB-WARN cannot set {k}'")
@@ -138,6 +138,7 @@ def first_init(scenario: Scenario, formats: list[Format]) -> str:
         'rc=$?; echo "rc=$rc start=$t0 end=$(up)" >> $S/kexec.log',
         '[ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the capture kernel: $(tail -n 3 $S/kexec.log)"',
         "step kexec-loaded",
+        "rm -f /boot/vmlinuz /boot/capture.cpio.gz  # loaded now; free their page-cache pages",
     ]
     if scenario.module:
         lines.append(f"insmod /lib/kdnb_crash.ko {scenario.module_args()} > $S/insmod.log 2>&1 "
@@ -202,7 +203,8 @@ class GuestImages:
     capture_bytes: int
 
 
-def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str) -> Initramfs:
+def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str,
+                libraries: dict[str, Path]) -> Initramfs:
     img = Initramfs()
     for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "lib64", "lib/x86_64-linux-gnu"):
         img.add_dir(d)
@@ -213,7 +215,7 @@ def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str
                    "mkfifo", "ps", "uname", "dmesg", "ls", "grep", "sync", "poweroff", "stat",
                    "awk", "tail", "mkdir", "cp", "printf"):
         img.add_symlink(f"bin/{applet}", "busybox")
-    for so, path in tools.libraries.items():
+    for so, path in libraries.items():
         img.add_host_file(f"lib/x86_64-linux-gnu/{so}", path, 0o755)
     img.add_symlink("lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
     for rel in order:
@@ -233,11 +235,13 @@ def build_images(workdir: Path, scenario: Scenario, formats: list[Format], dump_
                  work_helper: Path) -> GuestImages:
     """Write capture.cpio.gz and first.cpio.gz into ``workdir``."""
     order = module_load_order(modules_dir)
-    cap = _base_image(tools, modules_dir, order, capture_init(formats, dump_level))
+    cap = _base_image(tools, modules_dir, order, capture_init(formats, dump_level),
+                      tools.makedumpfile_libraries or tools.libraries)
     cap.add_host_file("bin/makedumpfile", tools.makedumpfile, 0o755)
     cap_path = workdir / "capture.cpio.gz"
     cap_bytes = cap.write(cap_path)
-    first = _base_image(tools, modules_dir, order, first_init(scenario, formats))
+    first = _base_image(tools, modules_dir, order, first_init(scenario, formats),
+                        tools.kexec_libraries or tools.libraries)
     first.add_host_file("sbin/kexec", tools.kexec, 0o755)
     first.add_host_file("bin/kdnb_work", work_helper, 0o755)
     first.add_host_file("boot/vmlinuz", vmlinuz, 0o644)

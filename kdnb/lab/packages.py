@@ -208,6 +208,8 @@ class ToolFiles:
     kexec: Path
     makedumpfile: Path
     libraries: dict[str, Path]
+    kexec_libraries: dict[str, Path] = field(default_factory=dict)
+    makedumpfile_libraries: dict[str, Path] = field(default_factory=dict)
 
 
 def fetch_tools(cache: PackageCache) -> ToolFiles:
@@ -234,7 +236,9 @@ def fetch_tools(cache: PackageCache) -> ToolFiles:
     for batch in (first, rest):
         for c in batch:
             libroots.append(cache.unpacked(c))
-        found, missing = resolve_libraries([kexec, mdf], lib_dirs_under(libroots))
+        dirs = lib_dirs_under(libroots)
+        found, missing = resolve_libraries([kexec, mdf], dirs)
         if not missing:
-            return ToolFiles(busybox, kexec, mdf, found)
+            return ToolFiles(busybox, kexec, mdf, found, resolve_libraries([kexec], dirs)[0],
+                             resolve_libraries([mdf], dirs)[0])
     raise LabError(f"fetch tools: cannot find shared libraries {missing} for kexec/makedumpfile")

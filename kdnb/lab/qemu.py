@@ -86,6 +86,8 @@ def crashkernel_for(memory_mib: int) -> str:
     """crashkernel= size that leaves the first kernel room and the capture kernel enough."""
     if memory_mib <= 256:
         return "96M"
+    if memory_mib <= 384:
+        return "128M"
     if memory_mib <= 768:
         return "160M"
     return "256M"
@@ -114,7 +116,8 @@ class RunResult:
 
 
 #: Steps printed by the guests, with the phase name shown to the user.
-PHASES = {"init": "boot", "kexec-loaded": "boot", "crash": "crash", "capture": "capture",
+PHASES = {"init": "boot", "kexec-loaded": "boot", "crash": "crash", "triggered": "crash",
+          "capture": "capture",
           "capture-done": "copy"}
 
 

@@ -19,6 +19,9 @@ from .packages import (LabError, PackageCache, fetch_kernel, fetch_tools, resolv
                        series_of)
 from .scenarios import get as get_scenario
 
+#: Boots tried when the kernel cannot reserve crashkernel memory (depends on the KASLR layout).
+CRASHKERNEL_ATTEMPTS = 4
+
 #: Seconds allowed from one step to the next before the guest is declared stuck.
 TIMEOUTS = {"start": 180.0, "init": 150.0, "crash": 180.0, "capture": 600.0, "default": 300.0}
 
@@ -66,17 +69,21 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
         n_full = sum(1 for f in fmts if not f.filtered)
         n_elf = sum(1 for f in fmts if f.filtered and f.makedumpfile_opts == ("-E",))
         n_kd = len(fmts) - n_full - n_elf
-        disk = _disk.make_disk(work / "disk.img", _disk.disk_size_mib(mem, n_full, n_elf, n_kd))
         t_build = time.monotonic()
 
         crashkernel = _qemu.crashkernel_for(mem)
         append = f"console=ttyS0 crashkernel={crashkernel} panic=5 loglevel=7 kdnb.scenario={sc.name}"
-        cfg = _qemu.QemuConfig(kernel=kfiles.vmlinuz, initrd=imgs.first, append=append, disk=disk,
-                               memory_mib=mem, cpu=cpu_model, accel=_qemu.accel())
         timeouts = dict(TIMEOUTS)
-        timeouts["init"] = TIMEOUTS["init"]
         timeouts["crash"] = TIMEOUTS["crash"] + sc.crash_timeout
-        res = _qemu.run(cfg, out / "console.log", timeouts, say)
+        for attempt in range(1, CRASHKERNEL_ATTEMPTS + 1):
+            disk = _disk.make_disk(work / "disk.img", _disk.disk_size_mib(mem, n_full, n_elf, n_kd))
+            cfg = _qemu.QemuConfig(kernel=kfiles.vmlinuz, initrd=imgs.first, append=append,
+                                   disk=disk, memory_mib=mem, cpu=cpu_model, accel=_qemu.accel())
+            res = _qemu.run(cfg, out / "console.log", timeouts, say)
+            if not _crashkernel_failed(res) or attempt == CRASHKERNEL_ATTEMPTS:
+                break
+            # KASLR put the kernel where no aligned crashkernel area was left: boot again.
+            say(f"boot: crashkernel={crashkernel} could not be reserved (KASLR layout); retrying")
         t_qemu = time.monotonic()
         _check_run(res)
 
@@ -107,7 +114,7 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
         t_copy = time.monotonic()
 
         timings = {"fetch": t_fetch - t_start, "build": t_build - t_fetch, "qemu": t_qemu - t_build,
-                   "copy": t_copy - t_qemu, "total": t_copy - t_start}
+                   "copy": t_copy - t_qemu, "total": t_copy - t_start, "boots": attempt}
         for k in ("init", "crash", "capture", "capture-done"):
             if k in res.steps:
                 timings[f"guest_{k.replace('-', '_')}"] = res.steps[k]
@@ -134,6 +141,11 @@ def _default_cache() -> Path:
     return DEFAULT_CACHE
 
 
+def _crashkernel_failed(res: "_qemu.RunResult") -> bool:
+    return any("cannot allocate crashkernel" in l or "crashkernel reservation failed" in l
+               for l in res.console)
+
+
 def _check_run(res: "_qemu.RunResult") -> None:
     """Raise a LabError naming the step that failed, with the console tail."""
     tail = _qemu.console_tail(res.console)
@@ -143,6 +155,9 @@ def _check_run(res: "_qemu.RunResult") -> None:
                  "crash": "crash (capture kernel never started)",
                  "capture": "capture (did not finish)"}.get(res.timed_out, res.timed_out)
         raise LabError(f"{phase}: guest stuck, killed after timeout\nconsole tail:\n{tail}")
+    if _crashkernel_failed(res):
+        raise LabError("boot: the kernel could not reserve crashkernel memory; give the guest more "
+                       f"memory (--memory 512M)\nconsole tail:\n{tail}")
     if fail:
         raise LabError(f"guest step failed: {fail.split('KDNB-FAIL', 1)[1].strip()}\nconsole tail:\n{tail}")
     if "capture-done" not in res.steps:

@@ -96,7 +96,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "kdnb_work kdnb_hog hog (sysctl: vm.panic_on_oom=1)",
              "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled",
              "kdnb_hog", sysctls={"vm.panic_on_oom": "1"},
-             steps=("kdnb_work kdnb_hog hog &", "echo \"KDNB-TASK comm=kdnb_hog pid=$!\"")),
+             steps=("kdnb_work kdnb_hog hog &", "echo \"KDNB-TASK comm=kdnb_hog pid=$!\" > /dev/kmsg")),
     Scenario("slab-leak", f"a module leaks {LEAKED_OBJECTS} objects from its kdnb_obj cache, then sysrq crash",
              f"insmod kdnb_crash.ko leak={LEAKED_OBJECTS}; echo c > /proc/sysrq-trigger",
              SYSRQ_PANIC, "kdnb_trigger", sysctls={"kernel.sysrq": "1"}, module=True,

@@ -58,6 +58,12 @@ static DECLARE_COMPLETION(kdnb_never);
 static int *kdnb_null_ptr;	/* stays NULL; volatile access below defeats the optimiser */
 static unsigned long kdnb_spins;
 
+/* A constructor also keeps SLUB from merging kdnb_obj into another cache, so it stays visible. */
+static void kdnb_obj_ctor(void *p)
+{
+	memset(p, 0, sizeof(struct kdnb_obj));
+}
+
 static struct kdnb_obj *kdnb_alloc_obj(u32 index)
 {
 	struct kdnb_obj *o = kmem_cache_alloc(kdnb_cache, GFP_KERNEL);
@@ -136,7 +142,7 @@ static int __init kdnb_init(void)
 {
 	int i;
 
-	kdnb_cache = kmem_cache_create("kdnb_obj", sizeof(struct kdnb_obj), 0, 0, NULL);
+	kdnb_cache = kmem_cache_create("kdnb_obj", sizeof(struct kdnb_obj), 0, 0, kdnb_obj_ctor);
 	if (!kdnb_cache)
 		return -ENOMEM;
 	kdnb_live = kcalloc(live > 0 ? live : 1, sizeof(*kdnb_live), GFP_KERNEL);
