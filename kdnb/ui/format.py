@@ -109,7 +109,8 @@ def itable_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_
 
     shown = display_frame(df)
     kwargs: dict = dict(pageLength=page_length, lengthMenu=[10, 15, 25, 50, 100],
-                        maxBytes=0, classes="display compact nowrap", showIndex=False)
+                        maxBytes=0, classes="display compact nowrap", showIndex=False,
+                        display_logo_when_loading=False)
     if caption:
         kwargs["caption"] = caption
     if highlight is not None:
