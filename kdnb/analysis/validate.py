@@ -402,7 +402,10 @@ class _Context:
                       max_mapnr=h.get("max_mapnr"), nr_cpus=h.get("nr_cpus"),
                       status=h.get("status"))
             if h.get("header_version") is not None and not 1 <= h["header_version"] <= 6:
-                warn.append(f"header version {h['header_version']} is not one makedumpfile writes (1-6)")
+                bad.append(f"header version {h['header_version']} is not one makedumpfile "
+                           "writes (1-6)")
+            for part in self._kdump_parts():
+                bad += _raw_kdump_header_problems(part, self.vmci, bool(h.get("qemu")))
             nr = h.get("nr_cpus")
             if nr is not None and not 0 < nr <= 8192:
                 bad.append(f"nr_cpus {nr} is implausible")
@@ -456,6 +459,10 @@ class _Context:
             present = h.get("present_pages") or 0
             ev.update(descriptors_offset=desc_off, present_pages=present)
             desc_end = desc_off + 24 * present
+            a = self.descriptors()
+            lost_pages = a["truncated"] + a["missing"]
+            if a["expected_end"]:
+                ev["expected_size"] = a["expected_end"]
             truncated = bool(cut_notes) or lost_pages > 0
             if size is not None and desc_off and size < desc_off:
                 truncated = True
@@ -465,7 +472,10 @@ class _Context:
                 where = (f"the file ends at {size:#x}, inside the page descriptors "
                          f"({desc_off:#x}-{desc_end:#x})")
             elif lost_pages:
-                where = "the file ends inside the page data"
+                where = (f"the file ends at {size:#x}, inside the page data (which needs "
+                         f"{a['expected_end']:#x})")
+            if a["corrupt"] and not lost_pages:
+                ranges = []
         if not truncated:
             return Check("file.truncated", "file", "pass",
                          "the file holds everything its headers describe", "", ev)
@@ -496,50 +506,91 @@ class _Context:
         return Check("file.incomplete", "file", "fail", detail,
                      "pages after the point where writing stopped are missing", ev)
 
-    def check_format_descriptors(self) -> Check:
+    def _kdump_parts(self) -> list:
         r = self.reader
-        parts = getattr(r, "parts", None) or ([r] if hasattr(r, "_all_descriptors") else [])
-        if not parts:
-            return Check("format.descriptors", "format", "pass",
-                         "ELF dumps have no page descriptors (PT_LOADs checked instead)")
-        total = bad_size = bad_flags = bad_offset = 0
-        first_bad = None
-        for part in parts:
+        return list(getattr(r, "parts", None) or ([r] if hasattr(r, "_all_descriptors") else []))
+
+    def descriptors(self) -> dict[str, Any]:
+        """Page descriptors checked against the way makedumpfile writes page data: one after
+        the other from the end of the descriptor table, the shared zero page once."""
+        if getattr(self, "_desc", None) is not None:
+            return self._desc
+        out = {"descriptors": 0, "corrupt": 0, "truncated": 0, "missing": 0, "expected_end": 0,
+               "file_size": 0, "first_bad": None, "corrupt_pfns": []}
+        for part in self._kdump_parts():
             n = int(part.header.get("present_pages") or 0)
+            fsize = part.source.size
+            out["file_size"] += fsize
             if not n:
                 continue
             descs = part._all_descriptors(n)
             data_start = part._desc_off + 24 * n
-            written = ~((descs["offset"] == 0) & (descs["size"] == 0))
-            if part.incomplete:
-                d = descs[written]
-            else:
-                d = descs
-            fsize = part.source.size
-            got = d[(d["offset"] != 0) | (d["size"] != 0)]  # zero-filled: truncated, counted elsewhere
-            total += len(got)
-            size_bad = (got["size"] == 0) | (got["size"] > part.page_size)
-            flags_bad = (got["flags"] & ~np.uint32(0x27)) != 0
-            off_bad = (got["offset"] < data_start) & (got["offset"] + got["size"].astype(np.int64)
-                                                     <= fsize)
-            bad_size += int(size_bad.sum())
-            bad_flags += int(flags_bad.sum())
-            bad_offset += int(off_bad.sum())
-            anyb = np.flatnonzero(size_bad | flags_bad | off_bad)
-            if first_bad is None and len(anyb):
-                i = int(anyb[0])
-                first_bad = (f"offset {int(got['offset'][i]):#x} size {int(got['size'][i])} "
-                             f"flags {int(got['flags'][i]):#x}")
-        ev = {"descriptors": total, "bad_size": bad_size, "bad_flags": bad_flags,
-              "bad_offset": bad_offset}
-        nbad = bad_size + bad_flags + bad_offset
-        if nbad:
-            ev["first_bad"] = first_bad
+            offset = descs["offset"]
+            size = descs["size"].astype(np.int64)
+            flags = descs["flags"]
+            empty = (offset == 0) & (size == 0)
+            have = np.flatnonzero(~empty)
+            out["descriptors"] += len(have)
+            # descriptors past the end of a cut table read as zeros: count them as missing
+            table_end = part._desc_off + 24 * n
+            if fsize < table_end:
+                out["missing"] += n - max(0, (fsize - part._desc_off) // 24)
+            o, sz, fl = offset[have], size[have], flags[have]
+            bad = (sz <= 0) | (sz > part.page_size) | ((fl & ~np.uint32(0x27)) != 0) | \
+                (o < data_start)
+            # shared pages (the zero page) appear many times: keep their first occurrence only
+            uniq, first_idx, counts = np.unique(o, return_index=True, return_counts=True)
+            keep = np.zeros(len(o), dtype=bool)
+            keep[first_idx] = True
+            chain = np.flatnonzero(keep & ~bad)
+            co, cs = o[chain].tolist(), sz[chain].tolist()
+            starts = set(co)
+            ends = {x + y for x, y in zip(co, cs)}
+            # a descriptor whose data neither follows another page's data nor is followed by
+            # one has a corrupt offset (page data is written back to back)
+            brk = np.array([not (x in ends or x == data_start or x + y in starts)
+                            for x, y in zip(co, cs)], dtype=bool)
+            order = np.argsort(o[chain], kind="stable")
+            so, ss = o[chain][order], sz[chain][order]
+            gaps = np.flatnonzero(so[1:] != so[:-1] + ss[:-1]) if len(so) > 1 else np.empty(0, int)
+            if len(gaps) and not brk.any():  # a size changed: blame the page before the gap
+                brk[int(order[int(gaps[0])])] = True
+            corrupt_idx = np.concatenate([np.flatnonzero(bad), chain[brk]])
+            out["corrupt"] += len(corrupt_idx)
+            good = chain[~brk]
+            expected_end = data_start + int(sz[good].sum()) if len(good) else data_start
+            # shared pages' data also lies in the chain (counted once via first occurrence)
+            out["expected_end"] += max(expected_end, int((o[good] + sz[good]).max()) if len(good)
+                                       else 0)
+            past = (o[good] + sz[good]) > fsize
+            out["truncated"] += int(past.sum())
+            if len(corrupt_idx) and out["first_bad"] is None:
+                i = int(corrupt_idx[0])
+                out["first_bad"] = (f"descriptor {int(have[i])}: offset {int(o[i]):#x} size "
+                                    f"{int(sz[i])} flags {int(fl[i]):#x}")
+        self._desc = out
+        return out
+
+    def check_format_descriptors(self) -> Check:
+        if not self._kdump_parts():
+            return Check("format.descriptors", "format", "pass",
+                         "ELF dumps have no page descriptors (PT_LOADs checked instead)")
+        a = self.descriptors()
+        ev = {k: a[k] for k in ("descriptors", "corrupt", "truncated", "missing", "expected_end",
+                                "file_size")}
+        if a["corrupt"]:
+            ev["first_bad"] = a["first_bad"]
             return Check("format.descriptors", "format", "fail",
-                         f"{nbad} of {total} page descriptors are corrupt (first: {first_bad})",
-                         "pages with corrupt descriptors cannot be read", ev)
+                         f"{a['corrupt']} of {a['descriptors']} page descriptors are corrupt "
+                         f"({a['first_bad']})",
+                         "pages with corrupt descriptors cannot be read (or read wrong data)", ev)
+        if a["missing"]:
+            return Check("format.descriptors", "format", "warn",
+                         f"{a['missing']} page descriptors lie beyond the end of the truncated "
+                         "file (see file.truncated)", "their pages cannot be read", ev)
         return Check("format.descriptors", "format", "pass",
-                     f"{total} page descriptors point at data inside the file", "", ev)
+                     f"{a['descriptors']} page descriptors point at consecutive page data "
+                     "inside the file", "", ev)
 
     def check_format_elf32(self) -> Check:
         if not (self.is_elf and getattr(self.reader, "elfclass", 64) == 32):
@@ -701,6 +752,11 @@ class _Context:
                 return Check("metadata.crash_registers", "metadata", "fail",
                              f"the crashing CPU {crash_cpu}'s registers are empty (rip {rip:#x}, "
                              f"rsp {rsp:#x})", "no backtrace of the crashing CPU", ev)
+            if rip < 0xFFFF800000000000:
+                return Check("metadata.crash_registers", "metadata", "fail",
+                             f"the crashing CPU {crash_cpu}'s instruction pointer {rip:#x} is not a "
+                             "kernel address: its NT_PRSTATUS note looks corrupt",
+                             "the crashing CPU's backtrace is wrong or missing", ev)
             return Check("metadata.crash_registers", "metadata", "pass",
                          f"crashing CPU {crash_cpu} ({source}) has registers (rip {rip:#x})", "", ev)
         if any(kernel_rip):
@@ -959,6 +1015,47 @@ class _Context:
         if k is None and not walks:
             return self.kernel_skip("kernel.in_use_memory", "in-use kernel memory")
         return _judge_walks(walks, failures, self.header, self.vmci, k is None and self._kernel_error)
+
+
+def _raw_kdump_header_problems(part: Any, vmci: dict[str, str], qemu: bool) -> list[str]:
+    """Cross-check the raw disk_dump_header and kdump_sub_header fields of one file."""
+    bad: list[str] = []
+    h = part.header
+    raw = part.source.pread(0, 464)
+    if len(raw) < 464:
+        return bad
+    bs = h.get("block_size") or 4096
+    max32, = struct.unpack_from("<I", raw, 440)
+    cur_cpu, nr_cpus = struct.unpack_from("<ii", raw, 456)
+    m64 = h.get("max_mapnr_64")
+    if m64 and max32 not in (m64 & 0xFFFFFFFF, min(m64, 0xFFFFFFFF)):
+        bad.append(f"max_mapnr {max32} disagrees with max_mapnr_64 {m64}")
+    if nr_cpus > 0 and not 0 <= cur_cpu < max(nr_cpus, 1):
+        bad.append(f"current_cpu {cur_cpu} is not below nr_cpus {nr_cpus}")
+    max_mapnr = h.get("max_mapnr") or 0
+    need_blocks = 2 * -(-((max_mapnr + 7) // 8) // bs)
+    bb = h.get("bitmap_blocks") or 0
+    if max_mapnr and (bb % 2 or bb < need_blocks or bb > need_blocks + 2):
+        bad.append(f"bitmap_blocks {bb} does not fit max_mapnr {max_mapnr} "
+                   f"({need_blocks} expected)")
+    ends = [h.get(f"offset_{k}", 0) + h.get(f"size_{k}", 0)
+            for k in ("note", "vmcoreinfo", "eraseinfo") if h.get(f"size_{k}")]
+    sub_blocks = h.get("sub_hdr_size") or 0
+    if ends and h.get("header_version", 0) >= 4:
+        need = -(-max(ends) // bs) - 1
+        if sub_blocks < need or sub_blocks > need + 1:
+            bad.append(f"sub_hdr_size {sub_blocks} blocks does not fit the notes ending at "
+                       f"{max(ends):#x} ({need} expected)")
+    sub = part.source.pread(bs, 8)
+    if len(sub) == 8 and not qemu and "NUMBER(phys_base)" in vmci:
+        pb, = struct.unpack("<q", sub)
+        try:
+            if pb != int(vmci["NUMBER(phys_base)"], 10):
+                bad.append(f"sub-header phys_base {pb:#x} differs from VMCOREINFO "
+                           f"{vmci['NUMBER(phys_base)']}")
+        except ValueError:
+            pass
+    return bad
 
 
 # -------------------------------------------------------------------------------------------
