@@ -100,9 +100,11 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
                                f"console tail:\n{_qemu.console_tail(res.console)}")
             dst = out / src.name
             shutil.move(str(src), dst)
+            dst.chmod(0o644)
             out_files[src.name] = dst
         if (capdir / "dmesg.txt").exists():
             shutil.copy(capdir / "dmesg.txt", out / "dmesg.txt")
+            (out / "dmesg.txt").chmod(0o644)
         if (out / "snapshot").exists():
             shutil.rmtree(out / "snapshot")
         shutil.copytree(snapdir, out / "snapshot")
