@@ -381,8 +381,9 @@ class _Context:
         what = names.get(fmt, fmt)
         if h.get("qemu") and fmt.startswith("kdump"):
             what += " written by QEMU"
-        return Check("format.identified", "format", "pass",
-                     f"{what} ({ev['compression']} pages)", "", ev)
+        comp = ev["compression"]
+        pages = "uncompressed" if comp in ("none", None) else f"{comp}-compressed pages"
+        return Check("format.identified", "format", "pass", f"{what} ({pages})", "", ev)
 
     def check_format_header(self) -> Check:
         h = self.header
@@ -451,7 +452,9 @@ class _Context:
         if self.is_elf:
             ev["expected_size"] = h.get("expected_size")
             truncated = bool(h.get("truncated")) or bool(cut_notes)
-            if truncated and h.get("expected_size"):
+            if h.get("truncated"):
+                cut_notes = [p for p in cut_notes if "PT_LOADs need" not in p]
+            if truncated and h.get("expected_size") and h.get("truncated"):
                 where = (f"the file is {size} bytes but its PT_LOADs need {h['expected_size']} "
                          f"({_pct(size or 0, h['expected_size']):.0f}% written)")
         else:
