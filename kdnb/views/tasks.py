@@ -3,8 +3,8 @@
 The process list (`init_task.tasks`) and each thread group's list are walked by hand over the bytes
 of each `task_struct`, read once per task with a precomputed layout (no per-field reads). A task
 that is not in the dump stops a forward walk; the walk then resumes backwards from the list head
-(the lists are doubly linked), so one missing page costs the tasks behind it only when both
-directions are cut.
+(the lists are doubly linked), and every parent's `children` list is walked too, so a task is
+lost only when its own task_struct is missing or every list leading to it is cut.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class _TaskReader:
         thread_link = "thread_node" if self.thread_head_off is not None else "thread_group"
         fields = ["pid", "tgid", "comm", state, "exit_state", "flags", cpu, "prio", "policy",
                   "start_time", "sched_info.last_arrival", "utime", "stime", "mm", "real_parent",
-                  "tasks.next", "tasks.prev", "signal", f"{thread_link}.next", f"{thread_link}.prev"]
+                  "tasks.next", "tasks.prev", "signal", f"{thread_link}.next", f"{thread_link}.prev", "children.next", "children.prev",
+                  "sibling.next", "sibling.prev"]
         # 6.2 f1a7941243c1 replaced the SPLIT_RSS_COUNTING per-task cache (task->rss_stat)
         self.task_rss = t.has_member("rss_stat.count")
         if self.task_rss:
@@ -81,16 +82,20 @@ class _TaskReader:
         self.tasks_off = t.offsetof("tasks")
         self.thread_off = t.offsetof(thread_link)
         self.tgid_off = t.offsetof("tgid")
+        self.children_off = t.offsetof("children")
+        self.sibling_off = t.offsetof("sibling")
         self.rows: dict[int, tuple] = {}
+        self.failed: set[int] = set()
         self.order: list[int] = []
 
     def read(self, address: int) -> tuple | None:
         """The layout values of the task at `address` (cached), or None when unreadable."""
         row = self.rows.get(address)
-        if row is not None:
+        if row is not None or address in self.failed:
             return row
         data = read_or_none(self.k, address, self.size, self.gaps, "task_struct")
         if data is None:
+            self.failed.add(address)
             return None
         row = self.layout.unpack(data)
         self.rows[address] = row
@@ -99,35 +104,63 @@ class _TaskReader:
 
     # tuple positions of the layout fields
     PID, TGID, COMM, STATE, EXIT, FLAGS, CPU, PRIO, POLICY, START, ARRIVAL, UTIME, STIME, MM, \
-        PARENT, NEXT, PREV, SIGNAL, THREAD_NEXT, THREAD_PREV = range(20)
-    FIRST_RSS = 20
+        PARENT, NEXT, PREV, SIGNAL, THREAD_NEXT, THREAD_PREV, CHILD_NEXT, CHILD_PREV, \
+        SIB_NEXT, SIB_PREV = range(24)
+    FIRST_RSS = 24
 
 
-def _walk_processes(r: _TaskReader, init_task: int) -> list[int]:
-    """Thread-group leaders on init_task.tasks: forwards, then backwards past a hole."""
-    head = init_task + r.tasks_off
-    init = r.read(init_task)
-    if init is None:
-        return []
-    leaders: list[int] = []
+def _walk_ring(r: _TaskReader, head: int, first_next: int, first_prev: int, link_off: int,
+               next_idx: int, prev_idx: int, what: str) -> list[int]:
+    """Tasks on a list_head ring whose head is not a task (init_task.tasks, a children list):
+    forwards from the head, then backwards from it when a task on the way is not in the dump."""
+    found: list[int] = []
     seen: set[int] = set()
-    for direction in (r.NEXT, r.PREV):
-        node = init[direction]
+    for first, idx in ((first_next, next_idx), (first_prev, prev_idx)):
+        node = first
         while node != head and node not in seen and len(seen) < MAX_TASKS:
             if node == 0:
-                r.gaps.note(f"NULL pointer in the task list after {len(seen)} tasks")
+                r.gaps.note(f"NULL pointer in {what} after {len(seen)} tasks")
                 break
             seen.add(node)
-            task = node - r.tasks_off
+            task = node - link_off
             row = r.read(task)
             if row is None:
                 break
-            leaders.append(task)
-            node = row[direction]
+            found.append(task)
+            node = row[idx]
         else:
-            if node == head:
-                break  # the forward walk closed the circle: nothing to recover backwards
-    return leaders
+            if node != head and idx == next_idx:
+                r.gaps.note(f"{what}: cycle at {node:#x} after {len(seen)} tasks", node)
+            return found
+    return found
+
+
+def _walk_processes(r: _TaskReader, init_task: int) -> list[int]:
+    """Thread-group leaders on init_task.tasks."""
+    init = r.read(init_task)
+    if init is None:
+        return []
+    return _walk_ring(r, init_task + r.tasks_off, init[r.NEXT], init[r.PREV], r.tasks_off,
+                      r.NEXT, r.PREV, "the task list")
+
+
+def _walk_children(r: _TaskReader) -> None:
+    """Leaders reachable only through parents' children lists (past holes in init_task.tasks),
+    and their threads. On a complete dump every task is already known: no reads are made."""
+    pending = list(r.order)
+    done: set[int] = set()
+    while pending:
+        a = pending.pop()
+        if a in done:
+            continue
+        done.add(a)
+        row = r.rows[a]
+        before = len(r.order)
+        _walk_ring(r, a + r.children_off, row[r.CHILD_NEXT], row[r.CHILD_PREV], r.sibling_off,
+                   r.SIB_NEXT, r.SIB_PREV, f"children of task {a:#x}")
+        for leader in r.order[before:]:
+            _walk_threads(r, leader)
+        pending.extend(r.order[before:])
 
 
 def _walk_threads(r: _TaskReader, leader: int) -> None:
@@ -240,6 +273,7 @@ def tasks_frame(dump: "Dump") -> pd.DataFrame:
     rqs = _runqueues(k, gaps)
     for leader in _walk_processes(r, init_task):
         _walk_threads(r, leader)
+    _walk_children(r)
     # current and idle tasks are always listed, even when a hole hid them from the lists
     for _cpu, curr, idle in rqs:
         for t in (idle, curr):
