@@ -30,7 +30,7 @@ PANIC_PATTERNS = [
     r"Attempted to kill init",
     r"kernel BUG at",
     r"WARNING: CPU:",
-    r"^RIP: ",
+    r"^RIP: 0010:",
 ]
 PANIC_RE = re.compile("|".join(f"(?:{p})" for p in PANIC_PATTERNS))
 LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]

@@ -15,10 +15,20 @@ import pandas as pd
 from .filters import TASK_STATES
 
 
-def _figure(w: float = 7.0, h: float = 3.2):
+def _figure_class():
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
+    class KdnbFigure(Figure):
+        """A Figure that displays itself as a PNG in any IPython front end (no pyplot needed)."""
+
+        def _repr_png_(self) -> bytes:
+            return figure_png(self)
+
+    return KdnbFigure
+
+
+def _figure(w: float = 7.0, h: float = 3.2):
+    fig = _figure_class()(figsize=(w, h), dpi=100, layout="constrained")
     return fig, fig.add_subplot()
 
 

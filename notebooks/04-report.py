@@ -1,0 +1,1 @@
+../kdnb/ui/templates/report.py
