@@ -1,0 +1,84 @@
+"""`kdnb lab ...` subcommands. The main CLI wires them in with:
+
+    from .lab.cli import add_subparser
+    add_subparser(sub)
+
+Each leaf parser sets ``func`` (called with the parsed namespace, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the scenarios, formats and kernel series the lab knows."""
+    from .formats import DEFAULT_DUMP_LEVEL, FORMATS
+    from .scenarios import SCENARIOS
+
+    width = max(len(n) for n in SCENARIOS)
+    print("scenarios:")
+    for s in SCENARIOS.values():
+        print(f"  {s.name:<{width}}  {s.description}")
+    print("formats:  " + ", ".join(FORMATS))
+    print("kernels:  " + ", ".join(f"{k} (default dump level {v})" for k, v in DEFAULT_DUMP_LEVEL.items()))
+    return 0
+
+
+def cmd_make(args: argparse.Namespace) -> int:
+    """Run one scenario and print where the dump went."""
+    from .run import make
+
+    path = make(args.scenario, kernel=args.kernel, formats=args.format, memory=args.memory,
+                out_dir=args.output, dump_level=args.dump_level, cpu=args.cpu,
+                cache_dir=args.cache, keep_work=args.keep_work)
+    print(path)
+    return 0
+
+
+def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `lab make` and `lab list` to an argparse subparsers object; returns the `lab` parser."""
+    from .scenarios import SCENARIOS
+
+    lab = subparsers.add_parser("lab", help="make real crash dumps of Debian kernels in QEMU",
+                                description="Make real crash dumps of Debian kernels in QEMU, "
+                                            "each with its ground truth.")
+    sub = lab.add_subparsers(dest="lab_command", required=True)
+    ls = sub.add_parser("list", help="scenarios, formats and kernels")
+    ls.set_defaults(func=cmd_list)
+    mk = sub.add_parser("make", help="crash a guest and capture its dump")
+    mk.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
+                    help="one of: " + ", ".join(SCENARIOS))
+    mk.add_argument("--kernel", default="6.1",
+                    help="6.1, 6.12 (newest Debian 12 release of the series) or a full release")
+    mk.add_argument("--format", default="kdump-zlib",
+                    help="comma-separated: kdump-zlib, kdump-lzo, kdump-raw, elf-d31, elf, elf32")
+    mk.add_argument("--memory", default="512M", help="guest memory (default 512M)")
+    mk.add_argument("--dump-level", type=int, default=None,
+                    help="makedumpfile -d (default 31 on 6.1, 17 on 6.12)")
+    mk.add_argument("--cpu", choices=["la57"], default=None, help="la57: 5-level paging guest")
+    mk.add_argument("-o", "--output", default=None, help="output folder (default ./k<series>-<scenario>)")
+    mk.add_argument("--cache", default=None, help="package cache (default ~/.cache/kdnb/lab)")
+    mk.add_argument("--keep-work", action="store_true", help="keep the temporary work folder")
+    mk.set_defaults(func=cmd_make)
+    return lab
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point: `python -m kdnb.lab.cli make oops`."""
+    from ..errors import KdnbError
+
+    parser = argparse.ArgumentParser(prog="kdnb")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["lab", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return args.func(args)
+    except KdnbError as exc:
+        print(f"kdnb: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

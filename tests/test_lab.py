@@ -1,0 +1,269 @@
+"""kdnb lab: pure-Python parts (fast) and one end-to-end QEMU run (marked `lab`)."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from kdnb.lab import list_scenarios
+from kdnb.lab.formats import DEFAULT_DUMP_LEVEL, FORMATS, default_dump_level, parse_formats
+from kdnb.lab.groundtruth import REQUIRED_KEYS, console_facts, parse_kallsyms, parse_proc_stat, validate
+from kdnb.lab.guest import CAPTURE_APPEND, KALLSYMS_SUBSET, _modname, capture_init, first_init
+from kdnb.lab.initramfs import Initramfs, read_cpio
+from kdnb.lab.packages import LabError, series_of
+from kdnb.lab.qemu import QemuConfig, cpu_model, crashkernel_for, kvm_usable, parse_memory
+from kdnb.lab.scenarios import LEAKED_OBJECTS, SCENARIOS, get
+from kdnb.lab.vmcoreinfo import parse_vmcoreinfo, read_vmcoreinfo
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+SAMPLE_DIRS = sorted(p for p in DATA.glob("*") if (p / "ground-truth.json").exists()) if DATA.is_dir() else []
+MODULE_SRC = Path(__file__).resolve().parent.parent / "kdnb" / "lab" / "module" / "kdnb_crash.c"
+
+
+# -- scenario table ----------------------------------------------------------------------------
+def test_scenarios_cover_the_issue():
+    want = {"sysrq", "oops", "bug", "panic", "warn", "softlockup", "hung", "oom", "cascade",
+            "rcu-stall", "slab-leak"}
+    assert want <= set(list_scenarios())
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_is_complete(name):
+    s = SCENARIOS[name]
+    assert s.trigger and s.expected_panic and s.steps and s.description
+    if s.module:
+        text = MODULE_SRC.read_text()
+        for step in s.steps:
+            if "/proc/kdnb_crash" in step:
+                action = step.split("'echo ")[1].split(" >")[0]
+                assert f'"{action}"' in text, f"module has no action {action}"
+    if any("sysrq-trigger" in st for st in s.steps):
+        assert s.sysctls.get("kernel.sysrq") == "1"
+
+
+def test_scenario_specifics():
+    assert get("slab-leak").leaked_objects == LEAKED_OBJECTS
+    assert get("slab-leak").module_args() == f"leak={LEAKED_OBJECTS}"
+    assert get("hung").blocked == ("kdnb_hung",) and get("cascade").blocked == ("kdnb_waiter",)
+    assert get("oops").sysctls["kernel.panic_on_oops"] == "1"
+    assert get("warn").sysctls["kernel.panic_on_warn"] == "1"
+    assert get("softlockup").sysctls["kernel.softlockup_panic"] == "1"
+    assert get("hung").sysctls["kernel.hung_task_panic"] == "1"
+    assert get("oom").sysctls["vm.panic_on_oom"] == "1" and not get("oom").module
+    assert not get("sysrq").module
+    with pytest.raises(LabError, match="unknown scenario"):
+        get("nope")
+
+
+# -- formats and dump levels ---------------------------------------------------------------------
+def test_formats_and_levels():
+    fs = parse_formats("kdump-zlib, kdump-lzo,elf-d31,kdump-zlib")
+    assert [f.name for f in fs] == ["kdump-zlib", "kdump-lzo", "elf-d31"]
+    assert FORMATS["kdump-zlib"].command(31, "o") == "makedumpfile -c -d 31 /proc/vmcore o"
+    assert FORMATS["kdump-lzo"].command(17, "o") == "makedumpfile -l -d 17 /proc/vmcore o"
+    assert FORMATS["elf-d31"].command(31, "o") == "makedumpfile -E -d 31 /proc/vmcore o"
+    assert FORMATS["elf-d31"].filename(17) == "vmcore.elf-d17"
+    assert FORMATS["elf"].command(31, "o") == "cp /proc/vmcore o"
+    assert FORMATS["elf32"].elf32_headers
+    assert DEFAULT_DUMP_LEVEL == {"6.1": 31, "6.12": 17}
+    assert default_dump_level(series_of("6.12.117+deb12-cloud-amd64")) == 17
+    assert default_dump_level(series_of("6.1.0-56-cloud-amd64")) == 31
+    with pytest.raises(LabError):
+        parse_formats("kdump-snappy")
+
+
+# -- QEMU command line ---------------------------------------------------------------------------
+def test_qemu_command_line(tmp_path):
+    cfg = QemuConfig(kernel=tmp_path / "vmlinuz", initrd=tmp_path / "i.gz", append="console=ttyS0",
+                     disk=tmp_path / "d.img", memory_mib=256)
+    cmd = cfg.command()
+    joined = " ".join(cmd)
+    assert cmd[0] == "qemu-system-x86_64"
+    for piece in ("-machine q35", "-accel tcg", "-cpu max,la57=off", "-smp 2", "-m 256M",
+                  "-device vmcoreinfo", "-no-reboot", "-serial stdio", "if=virtio"):
+        assert piece in joined
+    assert cmd[cmd.index("-append") + 1] == "console=ttyS0"
+    assert cpu_model(None) == "max,la57=off" and cpu_model("la57") == "max"
+    with pytest.raises(LabError):
+        cpu_model("la99")
+    assert parse_memory("512M") == 512 and parse_memory("1G") == 1024 and parse_memory(384) == 384
+    with pytest.raises(LabError):
+        parse_memory("lots")
+    assert crashkernel_for(256) == "96M" and crashkernel_for(512) == "160M"
+
+
+def test_accel_choice(monkeypatch):
+    monkeypatch.setenv("KDNB_LAB_ACCEL", "tcg")
+    assert kvm_usable() == (False, "KDNB_LAB_ACCEL")
+    monkeypatch.delenv("KDNB_LAB_ACCEL")
+    ok, why = kvm_usable()
+    if Path("/sys/module/kvm_pvm").exists():
+        assert not ok and "PVM" in why
+
+
+# -- initramfs ------------------------------------------------------------------------------------
+def test_initramfs_roundtrip(tmp_path):
+    img = Initramfs()
+    img.add_file("bin/busybox", b"\x7fELF" + b"x" * 101, 0o755)
+    img.add_symlink("bin/sh", "busybox")
+    img.add_chardev("dev/console", 5, 1)
+    img.add_file("init", "#!/bin/sh\necho hi\n", 0o755)
+    img.add_dir("proc")
+    size = img.write(tmp_path / "i.cpio.gz")
+    raw = (tmp_path / "i.cpio.gz").read_bytes()
+    assert len(raw) == size and raw[:2] == b"\x1f\x8b"
+    cpio = gzip.decompress(raw)
+    assert cpio[:6] == b"070701" and len(cpio) % 512 == 0
+    entries = {e.name: e for e in read_cpio(raw)}
+    assert set(entries) == {"bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init", "proc"}
+    assert stat.S_ISDIR(entries["bin"].mode)
+    assert stat.S_ISREG(entries["bin/busybox"].mode) and entries["bin/busybox"].mode & 0o777 == 0o755
+    assert entries["bin/busybox"].data == b"\x7fELF" + b"x" * 101
+    assert stat.S_ISLNK(entries["bin/sh"].mode) and entries["bin/sh"].data == b"busybox"
+    assert stat.S_ISCHR(entries["dev/console"].mode) and entries["dev/console"].rdev == (5, 1)
+    names = [e.name for e in read_cpio(raw)]
+    assert names.index("bin") < names.index("bin/busybox")  # parents first
+
+
+# -- guest scripts --------------------------------------------------------------------------------
+def test_first_init_script():
+    s = first_init(get("oops"), parse_formats("kdump-zlib"))
+    assert f'--append="{CAPTURE_APPEND}"' in s
+    assert "kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio.gz" in s
+    assert "--elf32-core-headers" not in s
+    assert "sysctl -w kernel.panic_on_oops=1" in s
+    assert "insmod /lib/kdnb_crash.ko" in s
+    for what in ("/proc/slabinfo", "/proc/meminfo", "/proc/iomem", "/proc/modules", "/proc/cmdline",
+                 "/sys/kernel/vmcoreinfo", "/proc/uptime", "/proc/kallsyms", "/proc/[0-9]*/stat"):
+        assert what in s
+    for sym in ("_stext", "_text", "linux_banner", "init_task", "page_offset_base", "vmemmap_base",
+                "__per_cpu_offset"):
+        assert sym in KALLSYMS_SUBSET
+    assert s.index("step crash") < s.index("kdnb_as kdnb_trigger 0 -- 'echo oops")
+    assert "kdnb_sleeper" in s and "kdnb_spin_cpu1" in s
+    assert "--elf32-core-headers" in first_init(get("sysrq"), parse_formats("elf32"))
+    assert "insmod /lib/kdnb_crash.ko" not in first_init(get("sysrq"), parse_formats("kdump-zlib"))
+
+
+def test_capture_init_script():
+    s = capture_init(parse_formats("kdump-zlib,kdump-lzo,elf-d31"), 17)
+    assert "makedumpfile --dump-dmesg /proc/vmcore $O/dmesg.txt" in s
+    assert "makedumpfile -c -d 17 /proc/vmcore $O/vmcore.kdump-zlib" in s
+    assert "makedumpfile -l -d 17 /proc/vmcore $O/vmcore.kdump-lzo" in s
+    assert "makedumpfile -E -d 17 /proc/vmcore $O/vmcore.elf-d17" in s
+    assert s.rstrip().endswith("poweroff -f")
+
+
+def test_modname():
+    assert _modname("virtio_blk.ko.xz") == "virtio_blk"
+    assert _modname("virtio-rng.ko") == "virtio_rng"
+
+
+# -- ground truth ---------------------------------------------------------------------------------
+CONSOLE = """KDNB-STEP crash t=8.81
+[    8.790000] KDNB-TASK comm=kdnb_trigger pid=132 cpu=0
+[    8.790217] BUG: kernel NULL pointer dereference, address: 0000000000000000
+[    8.790300] Oops: 0002 [#1] PREEMPT SMP NOPTI
+[    8.790631] CPU: 0 PID: 132 Comm: kdnb_trigger Kdump: loaded Tainted: G OE 6.1.0-56-cloud-amd64 #1
+KDNB-STEP capture t=3.27
+[    1.000000] CPU: 0 PID: 1 Comm: swapper/0 Not tainted
+""".splitlines()
+
+
+def test_console_facts():
+    cf = console_facts(CONSOLE)
+    assert cf["crash_lines"] == ["BUG: kernel NULL pointer dereference, address: 0000000000000000",
+                                 "Oops: 0002 [#1] PREEMPT SMP NOPTI"]
+    assert cf["panic"] is None
+    assert cf["context"] == {"cpu": 0, "pid": 132, "comm": "kdnb_trigger"}
+    assert cf["tasks"] == [{"comm": "kdnb_trigger", "pid": 132, "cpu": 0}]
+    hung = console_facts(["KDNB-STEP crash t=1",
+                          "[ 20.1] INFO: task kdnb_hung:190 blocked for more than 6 seconds.",
+                          "[ 20.2] Kernel panic - not syncing: hung_task: blocked tasks",
+                          "[ 20.3] CPU: 0 UID: 0 PID: 34 Comm: khungtaskd Kdump: loaded"])
+    assert hung["blocked"] == [{"comm": "kdnb_hung", "pid": 190}]
+    assert hung["context"] == {"cpu": 0, "pid": 34, "comm": "khungtaskd"}
+
+
+def test_parsers():
+    tasks = parse_proc_stat("1 (init) S 0 0 0\n42 (a (b) c) D 2 0 0\n")
+    assert tasks == [{"pid": 1, "comm": "init", "state": "S", "ppid": 0},
+                     {"pid": 42, "comm": "a (b) c", "state": "D", "ppid": 2}]
+    assert parse_kallsyms("ffffffff81000000 T _stext\n0000000000031980 A runqueues\n") == {
+        "_stext": "0xffffffff81000000", "runqueues": "0x0000000000031980"}
+    assert parse_vmcoreinfo("OSRELEASE=6.1\nPAGESIZE=4096\nX=a=b\n") == {
+        "OSRELEASE": "6.1", "PAGESIZE": "4096", "X": "a=b"}
+    assert validate({}) and "missing key scenario" in validate({})
+
+
+# -- bundled samples ------------------------------------------------------------------------------
+@pytest.mark.skipif(not SAMPLE_DIRS, reason="no data/ samples")
+@pytest.mark.parametrize("folder", SAMPLE_DIRS, ids=[p.name for p in SAMPLE_DIRS])
+def test_sample_ground_truth(folder):
+    gt = json.loads((folder / "ground-truth.json").read_text())
+    assert validate(gt) == []
+    assert gt["vmcoreinfo"]["OSRELEASE"] == gt["kernel_release"]
+    assert gt["scenario"] in SCENARIOS
+    assert gt["observed_crash_lines_console"]
+    assert gt["expected_panic_message"] in gt["observed_crash_lines_console"]
+    assert gt["crash_context_cpu_pid_comm"]["comm"] == SCENARIOS[gt["scenario"]].crash_comm
+    assert gt["dump_level"] == DEFAULT_DUMP_LEVEL[series_of(gt["kernel_release"])]
+    for name, size in gt["dump_files_bytes"].items():
+        dump = folder / name
+        assert dump.stat().st_size == size
+        assert read_vmcoreinfo(dump)["OSRELEASE"] == gt["kernel_release"]
+    assert (folder / "dmesg.txt").stat().st_size > 1000
+    for snap in ("slabinfo.txt", "meminfo.txt", "kallsyms-subset.txt", "proc-stat.txt"):
+        assert (folder / "snapshot" / snap).exists()
+    pids = {t["pid"] for t in gt["tasks_at_snapshot"]}
+    assert {w["pid"] for w in gt["workload_processes"] if w["comm"] in
+            ("kdnb_sleeper", "kdnb_spin_cpu1", "kdnb_fifo_rd")} <= pids
+    assert {"_stext", "init_task", "page_offset_base"} <= set(gt["kallsyms_first_kernel"])
+    assert gt["kallsyms_first_kernel"]["_stext"] == "0x" + gt["vmcoreinfo"]["SYMBOL(_stext)"]
+
+
+def test_samples_table():
+    from kdnb.samples import COLUMNS, sample_path, samples
+
+    table = samples()
+    assert list(table.columns) == COLUMNS
+    assert len(table) == len(SAMPLE_DIRS)
+    if SAMPLE_DIRS:
+        assert sample_path().exists()
+        assert set(table["scenario"]) <= set(SCENARIOS)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_parser(capsys):
+    from kdnb.lab.cli import add_subparser, main
+
+    parser = argparse.ArgumentParser(prog="kdnb")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    a = parser.parse_args(["lab", "make", "oops", "--kernel", "6.12", "--format", "kdump-lzo,elf",
+                           "--memory", "256M", "--dump-level", "1", "--cpu", "la57", "-o", "x"])
+    assert (a.scenario, a.kernel, a.format, a.memory, a.dump_level, a.cpu, a.output) == (
+        "oops", "6.12", "kdump-lzo,elf", "256M", 1, "la57", "x")
+    assert a.func.__name__ == "cmd_make"
+    assert main(["list"]) == 0
+    assert "slab-leak" in capsys.readouterr().out
+
+
+# -- end to end -----------------------------------------------------------------------------------
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+def test_lab_end_to_end(tmp_path):
+    import kdnb.lab
+
+    path = kdnb.lab.make("sysrq", kernel="6.1", formats=("kdump-zlib",), memory="256M",
+                         out_dir=tmp_path / "out", progress=None)
+    gt = json.loads((path.parent / "ground-truth.json").read_text())
+    assert validate(gt) == []
+    assert gt["observed_panic_message_console"] == gt["expected_panic_message"]
+    assert gt["crash_context_cpu_pid_comm"]["comm"] == "kdnb_trigger"
+    assert read_vmcoreinfo(path)["OSRELEASE"] == gt["kernel_release"]
