@@ -168,8 +168,7 @@ class Unwinder:
         self._orc = orc
         self.max_frames = max_frames
         self.mem = StackReader(kernel.read)
-        self.thread_size = thread_size or self._thread_size()
-        self._fork_ips = self._symbols("ret_from_fork", "ret_from_fork_asm")
+        self.thread_size = thread_size or THREAD_SIZE
         self.problems: list[str] = []
 
     # -- setup -------------------------------------------------------------------------
@@ -178,18 +177,6 @@ class Unwinder:
         if self._orc is None:
             self._orc = read_orc_tables(self.kernel)
         return self._orc
-
-    def _symbols(self, *names: str) -> set[int]:
-        out = set()
-        for n in names:
-            try:
-                out.add(self.kernel.symbol(n))
-            except (KdnbError, AttributeError):
-                pass
-        return out
-
-    def _thread_size(self) -> int:
-        return 2 * THREAD_SIZE if self._symbols("kasan_init", "kasan_early_init") else THREAD_SIZE
 
     def _func(self, pc: int):
         try:
@@ -220,7 +207,9 @@ class Unwinder:
         # struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr (x86_64)
         r15, r14, r13, r12, bx, bp, ret = struct.unpack("<7Q", raw)
         sp = thread_sp + 56
-        signal = ret in self._fork_ips  # a new task that has not run yet
+        # a new task that has not run yet resumes at the start of ret_from_fork(_asm): exact ip
+        hit = self._func(ret)
+        signal = hit is not None and hit.offset == 0 and hit.name in ("ret_from_fork", "ret_from_fork_asm")
         state = _State(ret, sp, bp, signal)
         return self._walk(state, Frame(ret, sp, "normal", signal, "start"), stacks)
 

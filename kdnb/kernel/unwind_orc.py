@@ -13,7 +13,7 @@ numbering plus an explicit `signal` flag), so the unwinder does not care which l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -182,19 +182,16 @@ class OrcTable:
     end: int
     ips: np.ndarray  # uint64, sorted
     entries: OrcEntries
-    _rows: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         order = None
         if len(self.ips) > 1 and bool(np.any(self.ips[1:] < self.ips[:-1])):
-            order = np.argsort(self.ips, kind="stable")
+            # like the kernel's orc_sort_cmp: for equal ips the weak (undefined) entry goes first,
+            # so the lookup (last entry <= ip) picks the real one
+            order = np.lexsort((self.entries.type != TYPE_UNDEFINED, self.ips))
         if order is not None:
             self.ips = self.ips[order]
             self.entries = OrcEntries(*(a[order] for a in self.entries))
-        e = self.entries
-        # python lists: scalar access in the unwind loop is much cheaper than numpy scalars
-        self._rows = [e.sp_reg.tolist(), e.sp_offset.tolist(), e.bp_reg.tolist(),
-                      e.bp_offset.tolist(), e.type.tolist(), e.signal.tolist()]
 
     def __len__(self) -> int:
         return len(self.ips)
@@ -206,8 +203,9 @@ class OrcTable:
         k = int(np.searchsorted(self.ips, np.uint64(ip), side="right")) - 1
         if k < 0:
             return None
-        r = self._rows
-        return OrcEntry(r[0][k], r[1][k], r[2][k], r[3][k], r[4][k], r[5][k])
+        e = self.entries
+        return OrcEntry(int(e.sp_reg[k]), int(e.sp_offset[k]), int(e.bp_reg[k]), int(e.bp_offset[k]),
+                        int(e.type[k]), bool(e.signal[k]))
 
 
 class OrcTables:

@@ -266,14 +266,15 @@ def backtraces_frame(dump: "Dump", states: Sequence[str] = ("D",),
                      cpus: str | Sequence[int] | None = "all") -> pd.DataFrame:
     """Every asked CPU's active stack plus the stack of every task in `states`, one long frame.
 
-    Key columns: `pid` (Int32), `cpu` (Int16; NA for a task that was not running), `comm`,
-    `state`, `source` ("cpu" or "task"). `attrs["kdnb"]["stop_reasons"]` maps "cpu N" / "pid N"
-    to why each walk ended.
+    `states` are /proc letters (R S D T t X Z P I), or "all". Key columns: `pid` (Int32), `cpu`
+    (Int16; NA for a task that was not running), `comm`, `state`, `source` ("cpu" or "task").
+    A task running on a CPU is listed once, with that CPU's stack. `attrs["kdnb"]["stop_reasons"]`
+    maps "cpu N" / "pid N" to why each walk ended.
     """
     ctx = _context(dump)
+    ctx.unwinder.orc  # noqa: B018 - load the tables (and module symbols) before symbol lookups
     pcpu = panic_cpu(dump)
-    cpu_table = dump.cpus
-    all_cpus = [int(c) for c in cpu_table["cpu"]]
+    all_cpus = [int(c) for c in dump.cpus["cpu"]]
     if cpus is None:
         chosen: list[int] = []
     elif isinstance(cpus, str):
@@ -283,75 +284,74 @@ def backtraces_frame(dump: "Dump", states: Sequence[str] = ("D",),
     else:
         chosen = [int(c) for c in cpus]
     if isinstance(states, str):
-        states = [states] if len(states) == 1 or states == "all" else list(states)
+        states = ["all"] if states == "all" else list(states)
     try:
         tasks = dump.tasks
     except KdnbError:
         tasks = None
-    by_pid: dict[int, pd.Series] = {}
-    parts: list[pd.DataFrame] = []
+    keys: dict[str, list] = {c: [] for c in KEY_COLUMNS}
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
     reasons: dict[str, str] = {}
     unreliable: dict[str, list[int]] = {}
 
     def add(bt: Backtrace, key: str, pid: Any, cpu: Any, comm: Any, state: Any, source: str) -> None:
-        cols = _rows(ctx, bt)
-        n = len(cols["frame"])
+        rows = _rows(ctx, bt)
+        n = len(rows["frame"])
         reasons[key] = bt.reason
         bad = [i for i, f in enumerate(bt.frames) if not f.reliable]
         if bad:
             unreliable[key] = bad
-        parts.append(pd.DataFrame({
-            "pid": [pid] * n, "cpu": [cpu] * n, "comm": [comm] * n, "state": [state] * n,
-            "source": [source] * n, **cols}))
+        for c, v in (("pid", pid), ("cpu", cpu), ("comm", comm), ("state", state), ("source", source)):
+            keys[c].extend([v] * n)
+        for c in COLUMNS:
+            cols[c].extend(rows[c])
 
+    t_pid, t_comm, t_state, t_cpu, t_cur, t_addr = [], [], [], [], [], []
     if tasks is not None:
-        for _, row in tasks.iterrows():
-            by_pid.setdefault(int(row["pid"]), row)
-    current: dict[int, pd.Series] = {}
-    if tasks is not None:
-        cur = tasks[tasks["is_current"]]
-        for _, row in cur.iterrows():
-            if not pd.isna(row["cpu"]):
-                current[int(row["cpu"])] = row
+        t_pid = tasks["pid"].tolist()
+        t_comm = tasks["comm"].tolist()
+        t_state = tasks["state"].tolist()
+        t_cpu = tasks["cpu"].tolist()
+        t_cur = tasks["is_current"].tolist()
+        t_addr = tasks["address"].tolist()
+    current = {t_cpu[i]: i for i in range(len(t_pid)) if t_cur[i] and t_cpu[i] is not pd.NA}
+    first_of_pid: dict[int, int] = {}
+    for i, p in enumerate(t_pid):
+        first_of_pid.setdefault(p, i)
     for cpu in chosen:
         try:
             bt, pid = _unwind_cpu(dump, ctx, cpu, pcpu)
         except KdnbError as exc:
             reasons[f"cpu {cpu}"] = str(exc)
             continue
-        row = current.get(cpu)
-        if row is None or (pid is not None and int(row["pid"]) != pid):
-            row = by_pid.get(pid) if pid else None
-        comm = row["comm"] if row is not None else pd.NA
-        state = row["state"] if row is not None else pd.NA
-        add(bt, f"cpu {cpu}", pid, cpu, comm, state, "cpu")
+        i = current.get(cpu)
+        if i is None or (pid is not None and t_pid[i] != pid):
+            i = first_of_pid.get(pid) if pid else None
+        add(bt, f"cpu {cpu}", pid, cpu, t_comm[i] if i is not None else None,
+            t_state[i] if i is not None else None, "cpu")
     if tasks is not None and states:
-        wanted = tasks if "all" in states else tasks[tasks["state"].isin(list(states))]
-        for _, row in wanted.iterrows():
-            pid = int(row["pid"])
-            running = _running_cpu(dump, row)
-            if running is not None:
-                if running in chosen:
-                    continue  # its stack is that CPU's, already listed
-                bt, _pid = _unwind_cpu(dump, ctx, running, pcpu)
-                add(bt, f"pid {pid}", pid, running, row["comm"], row["state"], "cpu")
+        wanted = set(states)
+        cpu_set = set(all_cpus)
+        for i, pid in enumerate(t_pid):
+            if "all" not in wanted and t_state[i] not in wanted:
                 continue
-            bt = _unwind_task(ctx, int(row["address"]))
-            add(bt, f"pid {pid}" if f"pid {pid}" not in reasons else f"pid {pid} @{int(row['address']):#x}",
-                pid, pd.NA, row["comm"], row["state"], "task")
-    if parts:
-        df = pd.concat(parts, ignore_index=True)
-    else:
-        df = pd.DataFrame({c: [] for c in KEY_COLUMNS + COLUMNS})
-    cols = {c: df[c].tolist() for c in COLUMNS}
+            if t_cur[i] and t_cpu[i] is not pd.NA and int(t_cpu[i]) in cpu_set:
+                cpu = int(t_cpu[i])
+                if cpu in chosen:
+                    continue  # its stack is that CPU's, already listed
+                bt, _pid = _unwind_cpu(dump, ctx, cpu, pcpu)
+                add(bt, f"pid {pid}", pid, cpu, t_comm[i], t_state[i], "cpu")
+                continue
+            bt = _unwind_task(ctx, int(t_addr[i]))
+            key = f"pid {pid}" if f"pid {pid}" not in reasons else f"pid {pid} @{int(t_addr[i]):#x}"
+            add(bt, key, pid, None, t_comm[i], t_state[i], "task")
     state_cats = list(tasks["state"].cat.categories) if tasks is not None else None
     extra = {
-        "pid": pd.array(df["pid"].tolist(), dtype="Int32"),
-        "cpu": pd.array(df["cpu"].tolist(), dtype="Int16"),
-        "comm": pd.Categorical(df["comm"].astype(object).where(df["comm"].notna(), None)),
-        "state": pd.Categorical(df["state"].astype(object).where(df["state"].notna(), None),
-                                categories=state_cats),
-        "source": pd.Categorical(df["source"].tolist(), categories=["cpu", "task"]),
+        "pid": pd.array(keys["pid"], dtype="Int32"),
+        "cpu": pd.array(keys["cpu"], dtype="Int16"),
+        "comm": pd.Categorical(keys["comm"]),
+        "state": pd.Categorical(keys["state"], categories=state_cats),
+        "source": pd.Categorical(keys["source"], categories=["cpu", "task"]),
     }
     out = _frame(cols, extra)
     info = {"stop_reasons": reasons, "unreliable_frames": unreliable, "panic_cpu": pcpu}
