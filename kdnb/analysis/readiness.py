@@ -51,6 +51,9 @@ MAKEDUMPFILE_LATEST_KERNEL: list[tuple[tuple[int, ...], tuple[int, int]]] = [
     ((1, 7, 6), (6, 11)),
     ((1, 7, 7), (6, 14)),
 ]
+# Linux 6.10 replaced PG_slab by a page type ("mm: free up PG_slab"); a makedumpfile that
+# predates it classifies in-use slab pages as cache/user pages (seen on 6.12 with 1.7.2).
+SLAB_PAGE_TYPE_KERNEL = (6, 10)
 SAFE_DUMP_LEVEL_BITS = 1 | 16  # zero and free pages: correct whatever the page-flag layout
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50,
                "E": 1 << 60}
@@ -639,10 +642,17 @@ class _Ctx:
             return Check("capture.makedumpfile", "capture", "pass",
                          f"makedumpfile {vs} supports Linux {self.release or '?'}", "", ev)
         ev["supports_up_to"] = f"{latest[0]}.{latest[1]}"
-        risky = level is None or bool(level & ~SAFE_DUMP_LEVEL_BITS & 0x1F)
+        filters = level is None or bool(level & ~SAFE_DUMP_LEVEL_BITS & 0x1F)
+        slab_types = kv >= SLAB_PAGE_TYPE_KERNEL and latest < SLAB_PAGE_TYPE_KERNEL
+        risky = filters and slab_types
         detail = (f"makedumpfile {vs} knows kernels up to {latest[0]}.{latest[1]}, this kernel is "
-                  f"{self.release}: it may misread page flags and exclude in-use kernel pages "
-                  f"(1.7.2 drops in-use slab pages of 6.12 at -d 31)")
+                  f"{self.release}")
+        if slab_types:
+            detail += (": it predates slab page types (Linux 6.10+) and excludes in-use slab "
+                       "pages when filtering cache/user pages (1.7.2 on 6.12 at -d 31 and -d 15)")
+        else:
+            detail += ": it warns \"kernel version is not supported\" and may misread newer "
+            detail += "page flags"
         fix = ("use -d 1 or -d 17 in " + (self.service.get("config") or "the capture config")
                + ", or install a makedumpfile that supports this kernel")
         if risky:
