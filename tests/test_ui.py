@@ -183,7 +183,7 @@ def test_log_filter_level_window_text_panic():
     assert list(LogFilter(max_level=3).apply(log)["seq"]) == [3, 6]
     assert list(LogFilter(start=1.0, end=15.1).apply(log)["seq"]) == [2, 3, 4]
     assert list(LogFilter(last_seconds=2.35).apply(log)["seq"]) == [4, 5, 6]
-    assert list(LogFilter(text="blocked").apply(log)["seq"]) == [3]
+    assert list(LogFilter(text="blocked for").apply(log)["seq"]) == [3]
     assert list(LogFilter(levels=["info"]).apply(log)["seq"]) == [1, 2]
     assert list(LogFilter(panic_only=True).apply(log)["seq"]) == [3, 5, 6]
 
