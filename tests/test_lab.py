@@ -13,7 +13,7 @@ import pytest
 
 from kdnb.lab import list_scenarios
 from kdnb.lab.formats import DEFAULT_DUMP_LEVEL, FORMATS, default_dump_level, parse_formats
-from kdnb.lab.groundtruth import REQUIRED_KEYS, console_facts, parse_kallsyms, parse_proc_stat, validate
+from kdnb.lab.groundtruth import console_facts, parse_kallsyms, parse_proc_stat, validate
 from kdnb.lab.guest import CAPTURE_APPEND, KALLSYMS_SUBSET, _modname, capture_init, first_init
 from kdnb.lab.initramfs import Initramfs, read_cpio
 from kdnb.lab.packages import LabError, series_of

@@ -2,21 +2,18 @@
 
     >>> import kdnb.lab
     >>> kdnb.lab.list_scenarios()
-    >>> path = kdnb.lab.make("oops", kernel="6.1", formats=("kdump-lzo",))
+    >>> path = kdnb.lab.make("oops", kernel="6.1", formats=("kdump-lzo",), memory="256M")
+
+Modules, one job each: packages (apt-get download + dpkg -x cache), libs (DT_NEEDED closure),
+build (crash module + workload helper), initramfs (newc cpio), guest (/init scripts, images),
+scenarios, formats, qemu (accelerator, command line, console, timeouts), disk (mke2fs/debugfs),
+vmcoreinfo + groundtruth (ground-truth.json), run (`make`), cli (`kdnb lab ...`).
 """
 
 from __future__ import annotations
 
 from .packages import LabError
+from .run import make
 from .scenarios import SCENARIOS, list_scenarios
-
-
-def make(*args, **kwargs):  # noqa: D401 - thin lazy wrapper
-    """See `kdnb.lab.run.make`."""
-    from .run import make as _make
-    return _make(*args, **kwargs)
-
-
-make.__doc__ = __import__("kdnb.lab.run", fromlist=["make"]).make.__doc__
 
 __all__ = ["make", "list_scenarios", "SCENARIOS", "LabError"]
