@@ -542,7 +542,7 @@ class _Context:
             bad = (sz <= 0) | (sz > part.page_size) | ((fl & ~np.uint32(0x27)) != 0) | \
                 (o < data_start)
             # shared pages (the zero page) appear many times: keep their first occurrence only
-            uniq, first_idx, counts = np.unique(o, return_index=True, return_counts=True)
+            _, first_idx = np.unique(o, return_index=True)
             keep = np.zeros(len(o), dtype=bool)
             keep[first_idx] = True
             chain = np.flatnonzero(keep & ~bad)
