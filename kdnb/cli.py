@@ -58,6 +58,15 @@ def cmd_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the offline HTML report (papermill + nbconvert) and say how long it took."""
+    from .ui.report import make_report
+
+    rep = make_report(_dump_path(args.vmcore), args.output, include_memory=args.include_memory)
+    print(f"report: {rep}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kdnb", description="Linux kernel crash dump post-mortem kit")
@@ -69,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     why.add_argument("--json", action="store_true", help="machine-readable output")
     why.set_defaults(func=cmd_why)
+    report = sub.add_parser("report", help="one offline HTML report on a dump")
+    report.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    report.add_argument("--include-memory", action="store_true",
+                        help="put raw memory bytes (each CPU's stack top) into the report")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
