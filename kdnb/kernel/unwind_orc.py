@@ -14,7 +14,7 @@ numbering plus an explicit `signal` flag), so the unwinder does not care which l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
@@ -173,28 +173,58 @@ class OrcEntry(NamedTuple):
 FP_ENTRY = OrcEntry(REG_BP, 16, REG_PREV_SP, -16, TYPE_CALL, False)
 
 
-@dataclass
+ENTRY_BLOCK = 2048  # entries decoded per lazy read (12 KiB)
+
+
 class OrcTable:
-    """One ORC table (vmlinux or a module) covering text [start, end)."""
+    """One ORC table (vmlinux or a module) covering text [start, end).
 
-    name: str | None  # module name, None for vmlinux
-    start: int
-    end: int
-    ips: np.ndarray  # uint64, sorted
-    entries: OrcEntries
+    `ips` is the whole (sorted) ip array; `entries` either the decoded entries, or None with
+    `fetch(first, count) -> bytes` to decode them block by block on demand (the vmlinux table has
+    ~400k entries; a backtrace touches a few hundred).
+    """
 
-    def __post_init__(self) -> None:
-        order = None
-        if len(self.ips) > 1 and bool(np.any(self.ips[1:] < self.ips[:-1])):
+    def __init__(self, name: str | None, start: int, end: int, ips: np.ndarray,
+                 entries: OrcEntries | None, fetch: Callable[[int, int], bytes] | None = None,
+                 layout: OrcLayout | None = None) -> None:
+        self.name = name
+        self.start = start
+        self.end = end
+        self.ips = ips
+        self.entries = entries
+        self._fetch = fetch
+        self._layout = layout
+        self._blocks: dict[int, OrcEntries] = {}
+        if len(ips) > 1 and bool(np.any(ips[1:] < ips[:-1])):
+            if self.entries is None:  # unsorted in memory: decode everything, then sort
+                assert fetch is not None and layout is not None
+                self.entries = decode_entries(fetch(0, len(ips)), layout)
             # like the kernel's orc_sort_cmp: for equal ips the weak (undefined) entry goes first,
             # so the lookup (last entry <= ip) picks the real one
-            order = np.lexsort((self.entries.type != TYPE_UNDEFINED, self.ips))
-        if order is not None:
-            self.ips = self.ips[order]
+            order = np.lexsort((self.entries.type != TYPE_UNDEFINED, ips))
+            self.ips = ips[order]
             self.entries = OrcEntries(*(a[order] for a in self.entries))
 
     def __len__(self) -> int:
         return len(self.ips)
+
+    def __repr__(self) -> str:
+        return f"<OrcTable {self.name or 'vmlinux'} {self.start:#x}-{self.end:#x} {len(self)} entries>"
+
+    def entry(self, k: int) -> OrcEntry:
+        """Entry number `k`."""
+        e = self.entries
+        if e is None:
+            block = k // ENTRY_BLOCK
+            e = self._blocks.get(block)
+            if e is None:
+                first = block * ENTRY_BLOCK
+                count = min(ENTRY_BLOCK, len(self.ips) - first)
+                assert self._fetch is not None and self._layout is not None
+                e = self._blocks[block] = decode_entries(self._fetch(first, count), self._layout)
+            k -= block * ENTRY_BLOCK
+        return OrcEntry(int(e.sp_reg[k]), int(e.sp_offset[k]), int(e.bp_reg[k]), int(e.bp_offset[k]),
+                        int(e.type[k]), bool(e.signal[k]))
 
     def find(self, ip: int) -> OrcEntry | None:
         """The entry for `ip` (the last whose ip is <= it), or None."""
@@ -203,9 +233,7 @@ class OrcTable:
         k = int(np.searchsorted(self.ips, np.uint64(ip), side="right")) - 1
         if k < 0:
             return None
-        e = self.entries
-        return OrcEntry(int(e.sp_reg[k]), int(e.sp_offset[k]), int(e.bp_reg[k]), int(e.bp_offset[k]),
-                        int(e.type[k]), bool(e.signal[k]))
+        return self.entry(k)
 
 
 class OrcTables:
@@ -260,7 +288,10 @@ def read_orc_tables(kernel: "Kernel", modules: bool = True) -> OrcTables:
     if not 0 < n <= MAX_ORC_ENTRIES:
         raise KdnbError(f"implausible ORC table size {n}")
     ips = decode_ips(kernel.read(ip_start, 4 * n), ip_start)
-    entries = decode_entries(kernel.read(orc_start, ORC_ENTRY_SIZE * n), layout)
+
+    def fetch(first: int, count: int) -> bytes:
+        return kernel.read(orc_start + ORC_ENTRY_SIZE * first, ORC_ENTRY_SIZE * count)
+
     stext = _symbol(kernel, "_stext")
     etext = _symbol(kernel, "_etext")
     lo = min(int(ips.min()), stext) if stext is not None else int(ips.min())
@@ -269,7 +300,7 @@ def read_orc_tables(kernel: "Kernel", modules: bool = True) -> OrcTables:
         v = _symbol(kernel, name)
         if v is not None and v < 0xFFFFFFFFC0000000:
             hi = max(hi, v)
-    tables = [OrcTable(None, lo, hi, ips, entries)]
+    tables = [OrcTable(None, lo, hi, ips, None, fetch, layout)]
     problems: list[str] = []
     if modules:
         tables += _module_tables(kernel, layout, problems)
