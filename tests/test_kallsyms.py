@@ -77,11 +77,10 @@ def build_tables(symbols: list[tuple[str, str, int]], absolute_percpu: bool) -> 
 
 def reader(mem: dict[int, bytes]):
     def read(addr: int, size: int) -> bytes:
-        for start, data in mem.items():
-            if start <= addr < start + max(len(data), 1) + 0x10000:
-                chunk = data[addr - start:addr - start + size]
-                return chunk + b"\0" * (size - len(chunk))
-        raise AssertionError(f"read outside the tables: {addr:#x}")
+        start = max((s for s in mem if s <= addr), default=None)
+        assert start is not None, f"read below the tables: {addr:#x}"
+        chunk = mem[start][addr - start:addr - start + size]
+        return chunk + b"\0" * (size - len(chunk))  # zero padding up to the next table
     return read
 
 
