@@ -1,0 +1,196 @@
+"""`kdnb report`: one offline HTML file with every section, no code, no network reference, tables
+searchable in headless Chromium with the network off, first rows readable without JavaScript."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_ui import FakeDump, sample_dumps
+
+pytest.importorskip("papermill")
+pytest.importorskip("nbconvert")
+pytest.importorskip("itables")
+
+from kdnb.ui import sections  # noqa: E402
+from kdnb.ui.report import make_report, offline_html, remote_references  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, str, object]:
+    dumps = sample_dumps()
+    if not dumps:
+        pytest.skip("no bundled sample and no corpus dump")
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    rep = make_report(dumps[0], out)
+    return out, out.read_text(encoding="utf-8"), rep
+
+
+def test_report_sections_and_time(report):
+    path, text, rep = report
+    for key, title in sections.SECTIONS:
+        assert f'id="kdnb-{key}"' in text, f"section {title} missing"
+    assert "kdnb-rawmemory" not in text  # raw bytes only with include_memory
+    assert rep.seconds < 60, str(rep)  # goal < 30 s on the reference machine
+    assert path.stat().st_size < 20 * 2**20
+
+
+def test_report_has_no_code_and_no_network(report):
+    _, text, _ = report
+    assert remote_references(text) == []
+    assert not re.search(r"https?://", text), re.search(r".{60}https?://.{60}", text)
+    assert "display(HTML(S." not in text and "jp-InputArea-editor" not in text
+    assert "init_notebook_mode" not in text or "itables" in text  # itables' bundle is inline
+    assert "<script src=" not in text
+
+
+def test_report_readable_without_javascript(report):
+    _, text, _ = report
+    static = re.findall(r'<div class="kdnb-static">(.*?)</div><div class="kdnb-live">', text, re.S)
+    assert static and all("<td>" in s for s in static)
+    assert "kdnb-hl" in text  # panic lines highlighted
+    assert "data:image/png;base64," in text  # figures embedded
+
+
+def test_offline_html_strips_links():
+    html = ('<a href=https://itables.org/>LOGO</a><svg xmlns="http://www.w3.org/2000/svg"></svg>'
+            '<a href="https://itables.org/fallbacks/static_preview.html" title="x">i</a>')
+    assert not re.search("https?://", offline_html(html))
+    assert "LOGO" in offline_html(html)
+    assert remote_references('<script src="https://cdn.example/x.js"></script>')
+
+
+def test_raw_memory_section_only_on_request():
+    d = FakeDump()
+    d.read = lambda addr, size: bytes(range(size))
+    html = sections.raw_memory(d, size=32)
+    assert 'id="kdnb-rawmemory"' in html and "00 01 02 03" in html
+    assert "rawmemory" not in sections.toc(include_memory=False)
+
+
+def test_cli_report_defaults(tmp_path, monkeypatch, capsys):
+    from kdnb import cli
+
+    calls = {}
+
+    def fake(path, out, include_memory=False):
+        calls.update(path=path, out=out, include_memory=include_memory)
+
+        class R:
+            def __str__(self):
+                return f"{out} in 1.0 s"
+        return R()
+
+    monkeypatch.setattr("kdnb.ui.report.make_report", fake)
+    assert cli.main(["report", "/x/vmcore", "-o", str(tmp_path / "r.html"), "--include-memory"]) == 0
+    assert calls == {"path": "/x/vmcore", "out": str(tmp_path / "r.html"), "include_memory": True}
+    assert "in 1.0 s" in capsys.readouterr().out
+
+
+# -- headless Chromium -----------------------------------------------------------------------------
+def _chrome(javascript: bool = True):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if not browser or not driver_bin:
+        pytest.skip("Debian chromium / chromium-driver not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1600", "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--proxy-server=http://127.0.0.1:9", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update"):
+        opts.add_argument(arg)
+    if not javascript:
+        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    try:
+        drv = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    except Exception as exc:  # noqa: BLE001 - a broken browser install is a skip, not a failure
+        pytest.skip(f"chromium would not start: {exc}")
+    drv.execute_cdp_cmd("Network.enable", {})
+    drv.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    return drv
+
+
+def _network_events(drv) -> tuple[list[str], list[str]]:
+    import json
+
+    requested, failed = [], []
+    for entry in drv.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            requested.append(msg["params"]["request"]["url"])
+        elif msg["method"] == "Network.loadingFailed":
+            failed.append(f'{msg["params"].get("errorText")} {msg["params"].get("requestId")}')
+    return requested, failed
+
+
+def _wait(drv, script: str, timeout: float = 20.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = drv.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    return drv.execute_script(script)
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(report, tmp_path):
+    path, _, _ = report
+    drv = _chrome()
+    try:
+        drv.get(path.resolve().as_uri())
+        ready = _wait(drv, "return document.querySelectorAll('#kdnb-tasks-table .dt-container,"
+                           " #kdnb-tasks-table .dataTables_wrapper').length")
+        requested, failed = _network_events(drv)
+        assert not [u for u in requested if re.match(r"https?:", u)], requested
+        assert not failed, failed
+        severe = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
+        assert ready, "the tasks table did not become interactive"
+        rows = "return document.querySelectorAll('#kdnb-tasks-table table.dataTable tbody tr')"
+        before = drv.execute_script(rows + ".length")
+        assert before > 1
+        box = drv.find_element("css selector", "#kdnb-tasks-table input[type=search]")
+        box.send_keys("swapper/0")
+        after = _wait(drv, f"var r = {rows[7:]}; return r.length < {before} ? r.length : 0")
+        assert after >= 1
+        texts = drv.execute_script("return Array.from(document.querySelectorAll("
+                                   "'#kdnb-tasks-table table.dataTable tbody tr')).map(x => x.innerText)")
+        assert all("swapper/0" in t for t in texts), texts
+        png = drv.get_screenshot_as_png()
+    finally:
+        drv.quit()
+    (tmp_path / "report.png").write_bytes(png)
+    from matplotlib.image import imread
+
+    img = imread(io.BytesIO(png), format="png")
+    assert img.shape[0] > 500 and img.shape[1] > 500
+    assert img.reshape(-1, img.shape[-1]).std(axis=0).max() > 0.05, "blank screenshot"
+
+
+@pytest.mark.browser
+def test_report_without_javascript_shows_first_rows(report):
+    path, _, _ = report
+    drv = _chrome(javascript=False)
+    try:
+        drv.get(path.resolve().as_uri())
+        visible = drv.execute_script(
+            "return Array.from(document.querySelectorAll('#kdnb-tasks-table .kdnb-static tbody tr'))"
+            ".filter(r => r.offsetParent !== null).length")
+        live = drv.execute_script(
+            "return Array.from(document.querySelectorAll('#kdnb-tasks-table .kdnb-live'))"
+            ".filter(r => r.offsetParent !== null).length")
+    finally:
+        drv.quit()
+    assert visible >= 10 and live == 0
