@@ -312,3 +312,28 @@ def test_classify_entry(name: str, kind: str) -> None:
     from kdnb.kernel.unwind import classify_entry
 
     assert classify_entry(name) == kind
+
+
+def test_irq_stack_switch_sp_indirect() -> None:
+    """call_on_irqstack: the top slot of the IRQ stack holds the task stack's sp (deref, then add)."""
+    k = FakeKernel()
+    irq_sp = 0xFFFFC90000100000 - 0x100
+    task_sp = TOP - 0x800
+    k.put64(irq_sp, task_sp)
+    k.put64(task_sp + 8, fa("f_c", 0x10))  # cfa = task_sp + 16, return address below it
+    orc = dict(ORC, f_b=(REG_SP_INDIRECT, 16, REG_UNDEFINED, 0, TYPE_CALL, False))
+    bt = Unwinder(k, tables(orc)).from_regs({"rip": fa("f_b", 0x10), "rsp": irq_sp, "cs": 0x10})
+    assert [f.pc for f in bt.frames] == [fa("f_b", 0x10), fa("f_c", 0x10)]
+    assert bt.frames[1].sp == task_sp + 16 and bt.reason == "end of stack"
+
+
+def test_iret_frame_regs_partial() -> None:
+    k = FakeKernel()
+    sp = TOP - 0x400
+    k.put64(sp, fa("asm_sysvec_apic_timer_interrupt", 0x8))
+    # the hardware iret frame only: ip cs flags sp ss
+    k.put64(sp + 8, fa("f_c", 3), 0x10, 0x246, sp + 0x200, 0x18)
+    orc = dict(ORC, asm_sysvec_apic_timer_interrupt=(REG_SP, 0, REG_UNDEFINED, 0, TYPE_REGS_PARTIAL, True))
+    bt = Unwinder(k, tables(orc)).from_regs({"rip": fa("f_b", 0x40), "rsp": sp, "rbp": 0x77, "cs": 0x10})
+    assert [f.kind for f in bt.frames] == ["normal", "normal", "interrupt"]
+    assert bt.frames[2].pc == fa("f_c", 3) and bt.frames[2].sp == sp + 0x200

@@ -186,8 +186,12 @@ class Unwinder:
 
     # -- start points ----------------------------------------------------------------------
     def from_regs(self, regs: dict[str, int], stacks: Iterable[tuple[int, int]] = (),
-                  first_kind: str = "normal") -> Backtrace:
-        """Unwind from a full register set (pt_regs names, or NT_PRSTATUS names)."""
+                  first_kind: str = "normal", task_stack: int | None = None) -> Backtrace:
+        """Unwind from a full register set (pt_regs names, or NT_PRSTATUS names).
+
+        `task_stack` is the base of the running task's stack, `stacks` other known stack ranges
+        (the CPU's IRQ stack): they tell a stack switch from a walk going the wrong way.
+        """
         values = {PRSTATUS_TO_PT_REGS.get(k, k): int(v) for k, v in regs.items()
                   if PRSTATUS_TO_PT_REGS.get(k, k) in PT_REGS}
         r = Regs(values, full=True)
@@ -195,7 +199,8 @@ class Unwinder:
         if r.user_mode or ip < KERNEL_SPACE:
             return Backtrace([Frame(ip, sp, "user", True, "start")], "user mode", True)
         state = _State(ip, sp, values.get("bp", 0), True, r)
-        return self._walk(state, Frame(ip, sp, first_kind, True, "start"), list(stacks))
+        known = ([(task_stack, task_stack + self.thread_size)] if task_stack else []) + list(stacks)
+        return self._walk(state, Frame(ip, sp, first_kind, True, "start"), known, bool(task_stack))
 
     def from_task(self, thread_sp: int, stack: int | None = None) -> Backtrace:
         """Unwind a task that is not running: `task->thread.sp` and `task->stack`."""
@@ -211,10 +216,12 @@ class Unwinder:
         hit = self._func(ret)
         signal = hit is not None and hit.offset == 0 and hit.name in ("ret_from_fork", "ret_from_fork_asm")
         state = _State(ret, sp, bp, signal)
-        return self._walk(state, Frame(ret, sp, "normal", signal, "start"), stacks)
+        return self._walk(state, Frame(ret, sp, "normal", signal, "start"), stacks, bool(stack))
 
     # -- the walk --------------------------------------------------------------------------
-    def _walk(self, state: _State, first: Frame, stacks: list[tuple[int, int]]) -> Backtrace:
+    def _walk(self, state: _State, first: Frame, stacks: list[tuple[int, int]],
+              task_first: bool = False) -> Backtrace:
+        """Step until the end; `stacks[0]` is the task's stack when `task_first`."""
         bt = Backtrace([first])
         while True:
             if len(bt.frames) >= self.max_frames:
@@ -236,7 +243,7 @@ class Unwinder:
                     bt.reason = (f"stack going in the wrong direction at {self._name(frame.pc)} "
                                  f"(sp {state.sp:#x} <= {prev_sp:#x})")
                     return bt
-                if prev_stack == 0 and stack is None and state.sp >= stacks[0][1]:
+                if task_first and prev_stack == 0 and stack != 0 and state.sp >= stacks[0][1]:
                     bt.reason = f"ran past the top of the task stack (sp {state.sp:#x})"
                     return bt
             bt.frames.append(frame)
@@ -435,8 +442,10 @@ def _get_reg(state: _State, name: str) -> int | None:
     return None
 
 
-def _which_stack(sp: int, stacks: list[tuple[int, int]]) -> int | None:
+def _which_stack(sp: int, stacks: list[tuple[int, int]]) -> int | tuple[str, int]:
+    """Index of the known stack holding `sp`; else its THREAD_SIZE-aligned block (kernel stacks
+    are THREAD_SIZE aligned, so a walk within one stack never changes block)."""
     for i, (lo, hi) in enumerate(stacks):
         if lo <= sp < hi:
             return i
-    return None
+    return ("block", sp // THREAD_SIZE)

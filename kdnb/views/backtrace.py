@@ -109,16 +109,16 @@ def _cpu_row(dump: "Dump", cpu: int) -> dict:
     return out
 
 
-def _cpu_stacks(ctx: _Context, dump: "Dump", cpu: int, pid: int | None) -> list[tuple[int, int]]:
-    """Known stack ranges for a CPU: its task's stack first, then its IRQ stack."""
+def _cpu_stacks(ctx: _Context, dump: "Dump", cpu: int, pid: int | None) -> tuple[int | None, list]:
+    """Known stacks of a CPU: its task's stack base, and its IRQ stack range."""
+    task_stack = None
     stacks: list[tuple[int, int]] = []
     if pid:
         task = _task_address(dump, pid, cpu)
         if task is not None:
             try:
                 _sp, stack = ctx.task_context(task)
-                if stack:
-                    stacks.append((stack, stack + ctx.unwinder.thread_size))
+                task_stack = stack or None
             except KdnbError:
                 pass
     k = ctx.kernel
@@ -133,7 +133,7 @@ def _cpu_stacks(ctx: _Context, dump: "Dump", cpu: int, pid: int | None) -> list[
             break
         except KdnbError:
             continue
-    return stacks
+    return task_stack, stacks
 
 
 def _task_address(dump: "Dump", pid: int, cpu: int | None = None) -> int | None:
@@ -166,8 +166,8 @@ def _unwind_cpu(dump: "Dump", ctx: _Context, cpu: int, panic_cpu: int | None) ->
     regs = _cpu_row(dump, cpu)
     pid = regs.get("pid")
     kind = _first_kind(dump, ctx, cpu, regs.get("rip", 0), panic_cpu)
-    stacks = _cpu_stacks(ctx, dump, cpu, pid)
-    bt = ctx.unwinder.from_regs({k: v for k, v in regs.items() if k != "pid"}, stacks, kind)
+    task_stack, stacks = _cpu_stacks(ctx, dump, cpu, pid)
+    bt = ctx.unwinder.from_regs({k: v for k, v in regs.items() if k != "pid"}, stacks, kind, task_stack)
     return bt, pid
 
 
