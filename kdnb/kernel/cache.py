@@ -48,7 +48,7 @@ def load(key: str, directory: Path | None = None) -> dict[str, np.ndarray] | Non
             arrays = {name: z[name] for name in z.files}
     except Exception:  # noqa: BLE001 - any unreadable or malformed file is a miss
         return None
-    if str(arrays.get("key", "")) != key:
+    if str(arrays.pop("key", "")) != key:
         return None
     return arrays
 
@@ -66,6 +66,6 @@ def store(key: str, arrays: dict[str, np.ndarray], directory: Path | None = None
         except BaseException:
             os.unlink(tmp)
             raise
-    except OSError:
+    except (OSError, ValueError, TypeError):  # a cache must never break an analysis
         return False
     return True

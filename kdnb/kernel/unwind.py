@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from ..errors import KdnbError
 from .unwind_orc import (FP_ENTRY, REG_BP, REG_BP_INDIRECT, REG_DI, REG_DX, REG_PREV_SP, REG_R10,
                          REG_R13, REG_SP, REG_SP_INDIRECT, REG_UNDEFINED, TYPE_CALL,
-                         TYPE_END_OF_STACK, TYPE_REGS, TYPE_REGS_PARTIAL, TYPE_UNDEFINED, OrcEntry,
-                         OrcTables, read_orc_tables)
+                         TYPE_END_OF_STACK, TYPE_REGS, TYPE_REGS_PARTIAL, TYPE_UNDEFINED, LAYOUT_6_3,
+                         OrcEntry, OrcTables, read_orc_tables)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel import Kernel
@@ -174,8 +174,15 @@ class Unwinder:
     # -- setup -------------------------------------------------------------------------
     @property
     def orc(self) -> OrcTables:
+        """The dump's ORC tables (empty when the kernel has none: every step then falls back to
+        frame pointers and call-site scans, and `problems` says why)."""
         if self._orc is None:
-            self._orc = read_orc_tables(self.kernel)
+            try:
+                self._orc = read_orc_tables(self.kernel)
+                self.problems += self._orc.problems
+            except KdnbError as exc:
+                self.problems.append(f"no ORC unwind tables: {exc}")
+                self._orc = OrcTables([], LAYOUT_6_3)
         return self._orc
 
     def _func(self, pc: int):
