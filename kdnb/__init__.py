@@ -1,5 +1,6 @@
 """kdnb: a Jupyter-oriented post-mortem kit for Linux kernel crash dumps."""
 
+from .analysis.readiness import readiness
 from .api import Dump, open
 from .errors import (
     CorruptDump,
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Dump", "open", "KdnbError", "FormatError", "CorruptDump", "TruncatedDump",
     "PageNotInDump", "FaultError", "SymbolNotFound", "TypeNotFound", "CorruptStructure",
-    "MissingDebugInfo", "__version__",
+    "MissingDebugInfo", "readiness", "__version__",
 ]

@@ -12,6 +12,8 @@ from .dump import open_dump
 from .dump.base import DumpReader
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .analysis.rootcause import RootCause
+    from .analysis.validate import Validation
     from .kernel.kernel import Kernel
 
 PathLike = "str | os.PathLike[str]"
@@ -160,13 +162,13 @@ class Dump:
         return self._provenance(panic_backtrace_frame(self))
 
     # -- analysis -------------------------------------------------------------------------
-    def validate(self):
-        """Capture validation: is this dump complete and usable? (a Validation)."""
+    def validate(self) -> "Validation":
+        """Is this capture complete and usable? Checks and a verdict (see kdnb.analysis.validate)."""
         from .analysis.validate import validate
 
         return validate(self)
 
-    def root_cause(self):
+    def root_cause(self) -> "RootCause":
         """Why the kernel died: category, culprit, evidence (a RootCause)."""
         from .analysis.rootcause import root_cause
 

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what a dump is: format, header, CPUs, coverage")
     info.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     info.set_defaults(func=cmd_info)
+    from .analysis import readiness_cli, validate_cli
+
+    validate_cli.add_subparser(sub)
+    readiness_cli.add_subparser(sub)
     why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
     why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     why.add_argument("--json", action="store_true", help="machine-readable output")
