@@ -337,3 +337,31 @@ def test_iret_frame_regs_partial() -> None:
     bt = Unwinder(k, tables(orc)).from_regs({"rip": fa("f_b", 0x40), "rsp": sp, "rbp": 0x77, "cs": 0x10})
     assert [f.kind for f in bt.frames] == ["normal", "normal", "interrupt"]
     assert bt.frames[2].pc == fa("f_c", 3) and bt.frames[2].sp == sp + 0x200
+
+
+def test_without_orc_tables_frame_pointers_still_walk() -> None:
+    """A kernel without ORC (no __start_orc_unwind_ip): frame pointers, checked against call sites."""
+
+    class NoOrc(FakeKernel):
+        def symbol(self, name: str) -> int:
+            from kdnb.errors import SymbolNotFound
+
+            raise SymbolNotFound(name)
+
+        def type(self, name: str):
+            from kdnb.errors import TypeNotFound
+
+            raise TypeNotFound(name)
+
+    k = NoOrc()
+    sp = TOP - 0x300
+    bp1, bp2 = sp + 0x20, sp + 0x60
+    r1 = k.call(fa("f_b", 0x30), fa("f_a"))
+    r2 = k.call(fa("f_c", 0x30), fa("f_b"))
+    k.put64(bp1, bp2, r1)
+    k.put64(bp2, 0, r2)
+    u = Unwinder(k)
+    bt = u.from_regs({"rip": fa("f_a", 0x10), "rsp": sp, "rbp": bp1, "cs": 0x10})
+    assert [f.pc for f in bt.frames][:3] == [fa("f_a", 0x10), r1, r2]
+    assert all(f.method == "fp" and not f.reliable for f in bt.frames[1:3])
+    assert any("no ORC" in p for p in u.problems)

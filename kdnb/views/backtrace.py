@@ -210,9 +210,12 @@ def _frame(cols: dict[str, list], extra: dict[str, pd.api.extensions.ExtensionAr
     return pd.DataFrame(data)
 
 
-def _attrs(bt: Backtrace, source: str) -> dict:
-    return {"source": source, "stop_reason": bt.reason, "complete": bt.complete,
+def _attrs(bt: Backtrace, source: str, ctx: _Context | None = None) -> dict:
+    info = {"source": source, "stop_reason": bt.reason, "complete": bt.complete,
             "unreliable_frames": [i for i, f in enumerate(bt.frames) if not f.reliable]}
+    if ctx is not None and ctx.unwinder.problems:
+        info["problems"] = list(ctx.unwinder.problems)
+    return info
 
 
 def _with_attrs(df: pd.DataFrame, info: dict) -> pd.DataFrame:
@@ -234,7 +237,7 @@ def backtrace_frame(dump: "Dump", cpu: int | None = None, pid: int | None = None
     ctx = _context(dump)
     if cpu is not None:
         bt, _pid = _unwind_cpu(dump, ctx, int(cpu), panic_cpu(dump))
-        return _with_attrs(_frame(_rows(ctx, bt)), _attrs(bt, f"cpu {cpu}"))
+        return _with_attrs(_frame(_rows(ctx, bt)), _attrs(bt, f"cpu {cpu}", ctx))
     tasks = dump.tasks
     rows = tasks[tasks["pid"] == pid]
     if rows.empty:
@@ -247,7 +250,7 @@ def backtrace_frame(dump: "Dump", cpu: int | None = None, pid: int | None = None
     else:
         bt = _unwind_task(ctx, int(row["address"]))
         source = f"pid {pid}"
-    return _with_attrs(_frame(_rows(ctx, bt)), _attrs(bt, source))
+    return _with_attrs(_frame(_rows(ctx, bt)), _attrs(bt, source, ctx))
 
 
 def _running_cpu(dump: "Dump", row: pd.Series) -> int | None:
@@ -355,6 +358,8 @@ def backtraces_frame(dump: "Dump", states: Sequence[str] = ("D",),
     }
     out = _frame(cols, extra)
     info = {"stop_reasons": reasons, "unreliable_frames": unreliable, "panic_cpu": pcpu}
+    if ctx.unwinder.problems:
+        info["problems"] = list(ctx.unwinder.problems)
     out.attrs["kdnb"] = {**out.attrs.get("kdnb", {}), **info}
     return out
 
