@@ -166,3 +166,17 @@ def test_task_running_on_a_cpu_uses_its_registers() -> None:
         by_cpu = d.backtrace(cpu=0)
         assert by_pid["pc"].tolist() == by_cpu["pc"].tolist()
         assert "running on cpu 0" in by_pid.attrs["kdnb"]["source"]
+
+
+def test_elf_and_lzo_dumps_give_the_same_stacks(corpus_elf) -> None:
+    folder = corpus_dir("k6.1-sysrq")
+    with kdnb.open(folder / "vmcore.kdump-zlib") as d:
+        want = d.backtraces(states="all")
+    for path in (corpus_elf, folder / "vmcore.kdump-lzo"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with kdnb.open(path) as d:
+                got = d.backtraces(states="all")
+                assert got.attrs["kdnb"]["panic_cpu"] == 0
+        assert got["pc"].tolist() == want["pc"].tolist(), path
+        assert got["text"].tolist() == want["text"].tolist()
