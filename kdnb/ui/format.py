@@ -71,7 +71,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         elif pd.api.types.is_bool_dtype(s.dtype):
             out[col] = s.astype(object).where(s.notna(), "")
         elif pd.api.types.is_extension_array_dtype(s.dtype):
-            out[col] = s.astype(object).where(s.notna(), None)
+            out[col] = s.astype(object).where(s.notna(), "") if s.isna().any() else s.astype(object)
         else:
             out[col] = s
     return out.reset_index(drop=True)
