@@ -44,6 +44,17 @@ class Dump:
         """Close the dump's files."""
         self._reader.close()
 
+    def _repr_html_(self) -> str:
+        from .ui.summary import dump_html
+
+        return dump_html(self)
+
+    def show(self):
+        """The tabbed viewer (Summary, Tasks, Slab, Log, Backtraces, Validation, Root cause)."""
+        from .ui.viewer import show
+
+        return show(self)
+
     def __repr__(self) -> str:
         release = self.vmcoreinfo.get("OSRELEASE", "?")
         return f"<kdnb.Dump {self.format} {release} {self.path!r}>"
