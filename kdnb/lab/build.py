@@ -24,8 +24,10 @@ def module_make_command(headers_dir: Path, build_dir: Path) -> list[str]:
             "modules"]
 
 
-def build_crash_module(headers_dir: Path, cache_root: Path, release: str) -> Path:
-    """Compile kdnb_crash.ko against ``headers_dir``; cached per release and source digest."""
+def build_crash_module(headers_dir: Path, cache_root: Path, release: str,
+                       env: dict[str, str] | None = None) -> Path:
+    """Compile kdnb_crash.ko against ``headers_dir`` (``env``: see packages.fetch_toolchain);
+    cached per release and source digest."""
     digest = _src_digest("kdnb_crash.c", "Kbuild")
     bdir = cache_root / "build" / f"kdnb_crash-{release}-{digest}"
     ko = bdir / "kdnb_crash.ko"
@@ -36,9 +38,10 @@ def build_crash_module(headers_dir: Path, cache_root: Path, release: str) -> Pat
     bdir.mkdir(parents=True)
     for n in ("kdnb_crash.c", "Kbuild"):
         shutil.copy(MODULE_SRC / n, bdir / n)
-    if shutil.which("make") is None or shutil.which("gcc-12") is None:
-        raise LabError("build crash module: needs make and gcc-12 on the host (apt-get install make gcc-12)")
-    _run(module_make_command(headers_dir, bdir), "build crash module")
+    path = (env or {}).get("PATH")
+    if shutil.which("make", path=path) is None or shutil.which("gcc-12", path=path) is None:
+        raise LabError("build crash module: needs make and gcc-12 (host or fetched toolchain)")
+    _run(module_make_command(headers_dir, bdir), "build crash module", env=env)
     if not ko.exists():
         raise LabError(f"build crash module: {ko} was not produced")
     return ko

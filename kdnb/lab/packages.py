@@ -242,3 +242,62 @@ def fetch_tools(cache: PackageCache) -> ToolFiles:
             return ToolFiles(busybox, kexec, mdf, found, resolve_libraries([kexec], dirs)[0],
                              resolve_libraries([mdf], dirs)[0])
     raise LabError(f"fetch tools: cannot find shared libraries {missing} for kexec/makedumpfile")
+
+
+#: Packages of a private compiler for the crash module, used when the host has no gcc-12/make.
+TOOLCHAIN_ROOTS = ("gcc-12", "binutils", "make")
+#: Never unpacked into the private toolchain: the host's C library is used as is.
+TOOLCHAIN_SKIP = ("libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libzstd1")
+
+
+def host_has_toolchain() -> bool:
+    """Whether the host can build a Debian 12 kernel module itself (make + gcc-12)."""
+    return all(shutil.which(t) for t in ("make", "gcc-12", "x86_64-linux-gnu-gcc-12", "ld", "as"))
+
+
+def fetch_toolchain(cache: PackageCache) -> dict[str, str]:
+    """Environment for building the crash module.
+
+    The host's own make/gcc-12 when present; otherwise gcc-12, binutils and make (and the
+    libraries they need) are fetched with apt-get download, unpacked into one folder
+    (``<cache>/toolchain``) and used from there through PATH and LD_LIBRARY_PATH (gcc finds
+    cc1 relative to its own location).
+    """
+    env = dict(os.environ)
+    if host_has_toolchain() and not os.environ.get("KDNB_LAB_PRIVATE_GCC"):
+        return env
+    tree = cache.root / "toolchain"
+    if not (tree / ".kdnb-ok").exists():
+        names: list[str] = []
+        for root in TOOLCHAIN_ROOTS:
+            out = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
+                        "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", root],
+                       "fetch toolchain")
+            for line in out.splitlines():
+                n = line.strip()
+                if line and not line.startswith(" ") and not n.startswith("<") and n not in names:
+                    names.append(n)
+        names = [n for n in names if n not in TOOLCHAIN_SKIP]
+        if tree.exists():
+            shutil.rmtree(tree)
+        tree.mkdir(parents=True)
+        for n in names:
+            _run(["cp", "-a", "--no-preserve=ownership", f"{cache.unpacked(n)}/.", str(tree)],
+                 f"fetch toolchain ({n})")
+        (tree / ".kdnb-ok").unlink(missing_ok=True)
+        bindir = tree / "usr" / "bin"
+        for tool in ("gcc", "x86_64-linux-gnu-gcc"):  # Debian's unversioned names live in gcc
+            if not (bindir / tool).exists() and (bindir / "gcc-12").exists():
+                (bindir / tool).symlink_to("gcc-12")
+        for dirpath, dirnames, filenames in os.walk(tree):  # absolute links -> inside the tree
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                if p.is_symlink() and os.readlink(p).startswith("/"):
+                    target = tree / os.readlink(p).lstrip("/")
+                    p.unlink()
+                    p.symlink_to(os.path.relpath(target, p.parent))
+        (tree / ".kdnb-ok").write_text(" ".join(names) + "\n")
+    env["PATH"] = f"{tree / 'usr' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    libs = [str(tree / "usr" / "lib" / "x86_64-linux-gnu"), str(tree / "lib" / "x86_64-linux-gnu")]
+    env["LD_LIBRARY_PATH"] = ":".join(libs + [env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else libs)
+    return env

@@ -15,8 +15,8 @@ from . import guest as _guest
 from . import qemu as _qemu
 from .formats import default_dump_level, parse_formats
 from .groundtruth import build as build_ground_truth
-from .packages import (LabError, PackageCache, fetch_kernel, fetch_tools, resolve_release,
-                       series_of)
+from .packages import (LabError, PackageCache, fetch_kernel, fetch_toolchain, fetch_tools,
+                       resolve_release, series_of)
 from .scenarios import get as get_scenario
 
 #: Boots tried when the kernel cannot reserve crashkernel memory (depends on the KASLR layout).
@@ -60,7 +60,10 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
     out = Path(out_dir) if out_dir else Path.cwd() / f"k{series}-{sc.name}"
     out.mkdir(parents=True, exist_ok=True)
     say(f"build: {release}, scenario {sc.name}, formats {','.join(f.name for f in fmts)}, -d {level}")
-    ko = _build.build_crash_module(kfiles.headers_dir, cache.root, release) if sc.module else None
+    ko = None
+    if sc.module:
+        ko = _build.build_crash_module(kfiles.headers_dir, cache.root, release,
+                                       env=fetch_toolchain(cache))
     helper = _build.build_workload_helper(cache.root)
     work = Path(tempfile.mkdtemp(prefix="kdnb-lab-"))
     try:

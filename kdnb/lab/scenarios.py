@@ -88,7 +88,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("rcu-stall", "a task spins with preemption off on CPU 1, panic_on_rcu_stall=1",
              "echo rcu-stall > /proc/kdnb_crash on CPU 1 (sysctl: panic_on_rcu_stall=1, "
              "rcu_cpu_stall_timeout=3)",
-             "Kernel panic - not syncing: RCU Stall", None,
+             "Kernel panic - not syncing: RCU Stall", "kdnb_rcu_stall",
              sysctls={"kernel.panic_on_rcu_stall": "1",
                       "/sys/module/rcupdate/parameters/rcu_cpu_stall_timeout": "3"},
              module=True, steps=_mod("rcu-stall", "kdnb_rcu_stall", 1)),
