@@ -19,8 +19,10 @@ KINDS = ("void", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typed
 # bytes after the 12-byte header: fixed part, and per-vlen item
 _FIXED = (0, 4, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 4, 0, 0)
 _PER_ITEM = (0, 0, 0, 0, 12, 12, 8, 0, 0, 0, 0, 0, 0, 8, 0, 12, 0, 0, 0, 12)
-# kinds named with a prefix in C ("struct task_struct")
-_PREFIX = {4: "struct ", 5: "union ", 6: "enum ", 7: "struct ", 19: "enum "}
+# which kinds a C-spelled name can mean: "struct x", "enum x", "func x" ..., or a bare "u64"
+_NAMESPACES = {"struct": [4], "union": [5], "enum": [6, 19], "func": [12], "var": [14],
+               "datasec": [15], "decl_tag": [17]}
+_UNPREFIXED = [1, 8, 16]  # int, typedef, float
 _SIZED = {1, 4, 5, 6, 15, 16, 19}  # kinds whose third header word is a size (else a type id)
 _INT_ENCODING = {1: "signed", 2: "char", 4: "bool"}
 # C spellings -> the names gcc/pahole put in BTF
@@ -71,7 +73,8 @@ class BTF:
         self._wordlist = memoryview(data)[start:start + h["type_len"] - h["type_len"] % 4].cast("I")
         self._str_start = h["hdr_len"] + h["str_off"]
         self._str_end = self._str_start + h["str_len"]
-        self._index: dict[str, int] | None = None
+        self._heads: tuple[np.ndarray, np.ndarray] | None = None
+        self._found: dict[str, int] = {}
         self._types: dict[int, Type] = {}
 
     def __len__(self) -> int:
@@ -93,46 +96,47 @@ class BTF:
         return KINDS[(self._wordlist[self.positions[type_id] + 1] >> 24) & 0x1F]
 
     # -- lookup ---------------------------------------------------------------------------
-    def _build_index(self) -> dict[str, int]:
-        """C-spelled name -> first type id ("struct task_struct", "u64", "enum pid_type")."""
-        pos = self.positions[1:]
-        name_off = self._words[pos]
-        info = self._words[pos + 1]
-        kinds = (info >> 24) & 0x1F
-        kinds = np.where((kinds == 7) & (info >> 31 == 1), 5, kinds)  # a union fwd: "union x"
-        named = np.flatnonzero(name_off)
-        strings = self.data[self._str_start:self._str_end]
-        nul = np.flatnonzero(np.frombuffer(strings, dtype=np.uint8) == 0)
-        text = strings.decode("utf-8", "replace").split("\0")
-        # string at byte offset o is text[number of NULs before o]
-        which = np.searchsorted(nul, name_off[named])
-        index: dict[str, int] = {}
-        prefix = _PREFIX
-        for tid, k, w in zip((named + 1).tolist(), kinds[named].tolist(), which.tolist()):
-            if k in (12, 14, 15, 17):  # func, var, datasec, decl_tag live in their own namespaces
-                key = f"{KINDS[k]} {text[w]}"
-            else:
-                key = prefix.get(k, "") + text[w]
-            if key not in index or self.kind_of(index[key]) == "fwd":
-                index[key] = tid
-        return index
+    def _header_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """name_off and kind of every type id >= 1 (a union fwd counted as kind union)."""
+        if self._heads is None:
+            pos = self.positions[1:]
+            info = self._words[pos + 1]
+            kinds = ((info >> 24) & 0x1F).astype(np.int8)
+            kinds[(kinds == 7) & (info >> 31 == 0)] = 4  # fwd struct
+            kinds[(kinds == 7)] = 5  # the rest are fwd unions
+            self._heads = (self._words[pos], kinds)
+        return self._heads
 
     def find(self, name: str) -> int:
-        """Type id of a C-spelled type name; raises TypeNotFound."""
-        if self._index is None:
-            self._index = self._build_index()
+        """Type id of a C-spelled type name; raises TypeNotFound.
+
+        No global index is built: the name is searched in the (deduplicated) string section and
+        its offset matched against all type headers at once with numpy; results are memoised.
+        """
         key = " ".join(name.split())
         key = _ALIASES.get(key, key)
-        tid = self._index.get(key)
-        if tid is None:
+        tid = self._found.get(key)
+        if tid is not None:
+            return tid
+        prefix, _, bare = key.partition(" ")
+        kinds = _NAMESPACES.get(prefix)
+        if kinds is None:
+            kinds, bare = _UNPREFIXED, key
+        name_offs, type_kinds = self._header_arrays()
+        needle = b"\0" + bare.encode() + b"\0"
+        best: int | None = None
+        at = self.data.find(needle, self._str_start, self._str_end)
+        while at >= 0 and best is None:
+            ids = np.flatnonzero((name_offs == at + 1 - self._str_start) & np.isin(type_kinds, kinds)) + 1
+            for cand in ids.tolist():
+                best = cand
+                if self.kind_of(cand) != "fwd":  # prefer the full definition over a forward one
+                    break
+            at = self.data.find(needle, at + 1, self._str_end)
+        if best is None:
             raise TypeNotFound(f"no type named {name!r} in BTF")
-        return tid
-
-    def names(self) -> Iterator[str]:
-        """Every indexed type name."""
-        if self._index is None:
-            self._index = self._build_index()
-        return iter(self._index)
+        self._found[key] = best
+        return best
 
     def type(self, key: "int | str") -> Type:
         """A Type by id or by C-spelled name ("struct task_struct", "unsigned long", "char *")."""

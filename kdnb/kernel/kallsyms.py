@@ -26,20 +26,19 @@ class RawSymbols:
 
 def _name_starts(blob: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions of each name's length prefix and of its first token (1- or 2-byte lengths)."""
-    prefix = np.empty(count, dtype=np.int64)
-    first = np.empty(count, dtype=np.int64)
+    prefix = []
+    append = prefix.append
     pos = 0
-    for i in range(count):
-        prefix[i] = pos
+    for _ in range(count):
+        append(pos)
         length = blob[pos]
         if length & 0x80:  # big symbol names (Linux 6.1+, commit 73bbb94466fd)
-            length = (length & 0x7F) | (blob[pos + 1] << 7)
-            pos += 2
+            pos += 2 + ((length & 0x7F) | (blob[pos + 1] << 7))
         else:
-            pos += 1
-        first[i] = pos
-        pos += length
-    return prefix, first
+            pos += 1 + length
+    starts = np.array(prefix, dtype=np.int64)
+    first = starts + 1 + (np.frombuffer(blob, dtype=np.uint8)[starts] >> 7)
+    return starts, first
 
 
 def expand_names(blob: bytes, count: int, token_table: bytes, token_index: bytes) -> list[str]:

@@ -54,6 +54,7 @@ class PageTable:
         self._direct_span = 1 << max_bits
         self.page_offset: int | None = None
         self._pages: dict[int, int] = {}  # virtual page number -> physical page address
+        self._huge: dict[tuple[int, int], int] = {}  # (shift, vaddr >> shift) -> physical base
         self._level_names = _LEVELS_5 if self.levels == 5 else _LEVELS_4
 
     def kernel_text_paddr(self, vaddr: int) -> int:
@@ -77,10 +78,21 @@ class PageTable:
         po = self.page_offset
         if po is not None and po <= vaddr < po + self._direct_span:
             return (vaddr - po) & PAGE_MASK
-        return self.walk(vaddr) & PAGE_MASK
+        for shift in (21, 30):
+            base = self._huge.get((shift, vaddr >> shift))
+            if base is not None:
+                return base | (vaddr & ((1 << shift) - 1) & PAGE_MASK)
+        paddr, shift = self._walk(vaddr)
+        if shift > PAGE_SHIFT:
+            self._huge[(shift, vaddr >> shift)] = paddr & ~((1 << shift) - 1)
+        return paddr & PAGE_MASK
 
     def walk(self, vaddr: int) -> int:
         """Walk the page tables for `vaddr` (no cache); raises FaultError naming the level."""
+        return self._walk(vaddr)[0]
+
+    def _walk(self, vaddr: int) -> tuple[int, int]:
+        """Physical address of `vaddr` and the shift of the page size mapping it."""
         vaddr &= 0xFFFFFFFFFFFFFFFF
         table = self.root_paddr
         mask = self._entry_mask
@@ -95,9 +107,9 @@ class PageTable:
                 raise FaultError(vaddr, name, f"entry {entry:#x}")
             if shift in (30, 21) and entry & _PSE:
                 size = 1 << shift
-                return (entry & mask & ~(size - 1)) | (vaddr & (size - 1))
+                return (entry & mask & ~(size - 1)) | (vaddr & (size - 1)), shift
             table = entry & mask
-        return table | (vaddr & (PAGE_SIZE - 1))
+        return table | (vaddr & (PAGE_SIZE - 1)), PAGE_SHIFT
 
     def read(self, vaddr: int, size: int) -> bytes:
         """Read `size` bytes of kernel virtual memory, page by page."""

@@ -38,7 +38,7 @@ class SymbolTable:
         self.names = names
         self.addresses = np.asarray(addresses, dtype=np.uint64)
         self.types = types
-        self.sizes = sizes_to_next(self.addresses) if sizes is None else sizes
+        self._sizes = sizes
         self.modules: list[str | None] = modules if modules is not None else [None] * len(names)
         self._by_name: dict[str, int] | None = None
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None
@@ -46,12 +46,23 @@ class SymbolTable:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def sizes(self) -> np.ndarray:
+        """Symbol sizes in bytes (-1 when unknown); computed on first use."""
+        if self._sizes is None:
+            self._sizes = sizes_to_next(self.addresses)
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value: np.ndarray) -> None:
+        self._sizes = value
+
     def extend(self, other: "SymbolTable") -> None:
         """Append another table (a module's symbols)."""
+        self.sizes = np.concatenate([self.sizes, other.sizes])  # before the addresses change
         self.names = self.names + other.names
         self.addresses = np.concatenate([self.addresses, other.addresses])
         self.types = self.types + other.types
-        self.sizes = np.concatenate([self.sizes, other.sizes])
         self.modules = self.modules + other.modules
         self._by_name = None
         self._sorted = None
