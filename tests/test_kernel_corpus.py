@@ -15,6 +15,7 @@ import pytest
 
 import kdnb
 from kdnb.kernel import Kernel
+from kdnb.kernel.vmlinux import VmlinuxMismatch
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 DUMPS = ["k6.1-sysrq", "k6.1-oops", "k6.12-hung_task", "k6.12-hung_task-degraded"]
@@ -142,3 +143,21 @@ def test_cache_second_open(case, cache_dir: Path) -> None:
     (cache_dir / f"{k.cache_key}.npz").write_bytes(b"garbage")
     third = Kernel(k.reader)
     assert third.symbol("init_task") == k.symbol("init_task")
+
+
+def test_system_map(case, tmp_path: Path) -> None:
+    folder, k, oracle = case
+    slide = int(k.vmcoreinfo["KERNELOFFSET"], 16)
+    df = k.symbols[k.symbols["module"].isna()]
+    lines = [f"{(a - slide if t not in 'Aa' else a):016x} {t} {n}"
+             for a, t, n in zip(df["address"].tolist(), df["type"].tolist(), df["name"].tolist())]
+    (tmp_path / "System.map").write_text("\n".join(lines) + "\n")
+    k2 = Kernel(k.reader, system_map=tmp_path / "System.map", use_cache=False)
+    assert k2.banner_ok
+    assert k2.symbol("init_task") == k.symbol("init_task")
+    # a map of another build: its linux_banner lands elsewhere and is refused
+    shifted = [f"{int(x[:16], 16) + (0x2000 if x.endswith(' linux_banner') else 0):016x}{x[16:]}"
+               for x in lines]
+    (tmp_path / "other.map").write_text("\n".join(shifted) + "\n")
+    with pytest.raises(VmlinuxMismatch):
+        Kernel(k.reader, system_map=tmp_path / "other.map", use_cache=False)

@@ -52,6 +52,7 @@ class Kernel:
         self._cache_key = cache.build_key(self.vmcoreinfo, self._uts_version()) if use_cache else ""
         self._cached = (cache.load(self._cache_key, self._cache_dir) or {}) if use_cache else {}
         self._vmlinux = Vmlinux(vmlinux) if vmlinux is not None else None
+        self._external_symbols = vmlinux is not None or system_map is not None
         self._table = self._vmlinux_symbols(system_map)
         self._modules: list[ModuleInfo] | None = None
         self._btf: BTF | None = None
@@ -273,11 +274,17 @@ class Kernel:
         try:
             banner = self.read_cstring(self.symbol("linux_banner"), 512)
         except KdnbError as exc:
+            if self._external_symbols:
+                raise VmlinuxMismatch(f"the given System.map/vmlinux does not fit this dump: "
+                                      f"linux_banner unreadable ({exc})") from exc
             self.warnings.append(f"linux_banner unreadable: {exc}")
             return "", False
         ok = f"Linux version {self.release} " in banner
         if not ok:
-            self.warnings.append(f"linux_banner {banner[:80]!r} does not match OSRELEASE {self.release!r}")
+            message = f"linux_banner {banner[:80]!r} does not match OSRELEASE {self.release!r}"
+            if self._external_symbols:
+                raise VmlinuxMismatch(f"the given System.map/vmlinux is not this dump's kernel: {message}")
+            self.warnings.append(message)
         return banner, ok
 
     def _check_vmlinux(self) -> None:
