@@ -16,8 +16,8 @@ from tests.conftest import DATA, corpus_dir, ground_truth
 CORPUS_EXPECT = {
     "k6.1-sysrq": ("sysrq", "sh", "sysrq_handle_crash", None),
     "k6.1-oops": ("null-deref", "kdnb_trigger", "kdnb_do_oops", "kdnb_crash"),
-    "k6.12-hung_task": ("hung-task", "kdnb_frozen_wr", "percpu_rwsem_wait", None),
-    "k6.12-hung_task-degraded": ("hung-task", "kdnb_frozen_wr", "percpu_rwsem_wait", None),
+    "k6.12-hung_task": ("hung-task", "kdnb_frozen_wr", "mnt_want_write", None),
+    "k6.12-hung_task-degraded": ("hung-task", "kdnb_frozen_wr", "mnt_want_write", None),
 }
 SCENARIO_CATEGORY = {
     "sysrq": "sysrq", "oops": "null-deref", "mod_oops": "null-deref", "bug": "bug",
@@ -63,6 +63,15 @@ def test_samples_root_cause(folder: Path) -> None:
     with kdnb.open(dumps[0]) as d:
         rc = d.root_cause()
     assert rc.category == SCENARIO_CATEGORY[truth["scenario"]]
+    if truth.get("hung_task_reported_blocked"):
+        who = truth["hung_task_reported_blocked"][0]
+    elif truth.get("module_trigger"):
+        who = truth["module_trigger"]
+    else:
+        who = truth["crash_context_cpu_pid_comm"]
+    assert (rc.culprit.pid, rc.culprit.comm) == (who["pid"], who["comm"])
+    if truth.get("module_trigger") and rc.category != "sysrq":
+        assert rc.culprit.module == "kdnb_crash" and "O" in rc.culprit.module_taints
 
 
 def _log(lines: list[str]) -> pd.DataFrame:

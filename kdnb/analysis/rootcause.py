@@ -46,8 +46,12 @@ EXPLANATIONS = {
 }
 CATEGORIES = list(EXPLANATIONS)
 OOPS_CLASSES = ("null-deref", "page-fault", "bug", "warn")
-SCHED_FUNCS = ("__schedule", "schedule", "schedule_timeout", "schedule_preempt_disabled",
-               "io_schedule", "io_schedule_timeout", "preempt_schedule", "__pfx_")
+# Scheduler, wait and lock primitives: a blocked task's culprit is the code that called them.
+WAIT_FUNCS = ("__schedule", "schedule", "io_schedule", "preempt_schedule", "__pfx_",
+              "__wait_for_common", "wait_for_completion", "__wait_event", "wait_woken",
+              "__mutex_lock", "mutex_lock", "__rt_mutex", "rt_mutex", "rwsem_down", "down_read",
+              "down_write", "__down", "down", "percpu_rwsem_wait", "__percpu_down_read",
+              "percpu_down_read", "folio_wait", "wait_on_page", "bit_wait", "out_of_line_wait")
 PANIC_FUNCS = ("panic", "dump_stack", "dump_stack_lvl", "crash_setup_regs", "__crash_kexec",
                "crash_kexec", "vpanic", "__warn", "report_bug", "handle_bug", "exc_invalid_op",
                "asm_exc_invalid_op", "warn_slowpath_fmt")
@@ -266,7 +270,7 @@ def _culprit(an: _Analysis, category: str, report: Report | None, plog: PanicLog
         c.cpu, c.pid, c.comm = ctx.cpu, ctx.pid, ctx.comm
     if category == "hung-task" and report is not None and "pid" in report.fields:
         c.pid, c.comm, c.cpu = int(report.fields["pid"]), report.fields["comm"], None
-        frame = _first_not(report.reliable_trace(), SCHED_FUNCS)
+        frame = _first_not(report.reliable_trace(), WAIT_FUNCS)
         if frame is not None:
             c.function, c.module = f"{frame.function}+{frame.offset:#x}", frame.module
         tasks = an.get("tasks", lambda: an.dump.tasks)
