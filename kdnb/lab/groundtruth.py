@@ -23,6 +23,7 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "crash_context_cpu_pid_comm": (dict, type(None)),
     "hung_task_reported_blocked": list,
     "module_trigger": (dict, type(None)),
+    "trigger_cpu": (int, type(None)),
     "vcpus": int,
     "ram_mib": int,
     "crashkernel": str,
@@ -192,6 +193,9 @@ def build(*, scenario, release: str, snapshot: Path, out_files: dict[str, Path],
         "hung_task_reported_blocked": cf["blocked"],
         "expected_blocked_comms": list(scenario.blocked),
         "module_trigger": module_trigger,
+        "trigger_cpu": trigger_tasks[0]["cpu"] if trigger_tasks else None,
+        "expected_current_on_cpu1": "kdnb_spin_cpu1 (busy loop pinned to CPU 1), unless the "
+                                    "scenario itself runs there",
         "vcpus": smp,
         "ram_mib": memory_mib,
         "crashkernel": crashkernel,
@@ -207,11 +211,15 @@ def build(*, scenario, release: str, snapshot: Path, out_files: dict[str, Path],
         "slabinfo_kdnb_obj": slab_line,
         "live_objects": 16 if scenario.module else None,
         "leaked_objects": scenario.leaked_objects,
-        "kdnb_obj_note": "kdnb_crash.ko creates cache 'kdnb_obj' (32-byte objects, magic "
+        "slabinfo_note": "snapshot/slabinfo.txt is /proc/slabinfo just before the trigger; "
+                         "kdnb_crash.ko creates cache 'kdnb_obj' (32-byte objects, magic "
                          "0x6b646e62+index, tag 'kdnb-obj-NNNN'): `live_objects` kept, "
                          "`leaked_objects` allocated and never freed",
         "kallsyms_first_kernel": parse_kallsyms(_read(snapshot / "kallsyms-subset.txt") or ""),
         "dump_files_bytes": {n: p.stat().st_size for n, p in out_files.items()},
+        "dump_files_bytes_as_written_in_guest": dict(sorted({
+            **{p.name: p.stat().st_size for p in capture_dir.iterdir() if p.is_file()},
+            **{n: p.stat().st_size for n, p in out_files.items()}}.items())),
         "proc_vmcore_bytes": int(vmcore_bytes) if vmcore_bytes.isdigit() else None,
         "capture_timings": timings_lines,
         "timings": {k: round(v, 2) for k, v in timings.items()},

@@ -121,7 +121,9 @@ mount -t ext4 /dev/vda /mnt || fail "mount /dev/vda"
 
 def first_init(scenario: Scenario, formats: list[Format]) -> str:
     """The first kernel's /init script for ``scenario``."""
-    elf32 = " --elf32-core-headers" if any(f.elf32_headers for f in formats) else ""
+    # ELF32 core headers are built by kexec-tools itself, so force the kexec_load syscall (-c):
+    # with kexec_file_load the kernel writes ELF64 headers whatever the option says.
+    elf32 = " -c --elf32-core-headers" if any(f.elf32_headers for f in formats) else ""
     kallsyms_rx = "|".join(KALLSYMS_SUBSET)
     lines = [PRELUDE, "step init", "S=/mnt/snapshot; mkdir -p $S",
              'kdnb_as() { _n=$1; _c=$2; shift 3; ( echo -n "$_n" > /proc/self/comm; '
