@@ -123,13 +123,21 @@ class SymbolTable:
         return f"{hit.name}+{hit.offset:#x}{size}{mod}"
 
     def dataframe(self) -> pd.DataFrame:
-        """name, address (UInt64), type (one letter), size (Int64, NA when unknown), module."""
+        """name (string), address (UInt64), type (categorical letter), size (Int64, NA when unknown),
+        module (categorical, NA for vmlinux)."""
         sizes = pd.array(self.sizes, dtype="Int64")
         sizes[self.sizes < 0] = pd.NA
+        letters = np.frombuffer(self.types, dtype=np.uint8)
+        present = np.unique(letters)
+        type_codes = np.searchsorted(present, letters)
+        mod_names = sorted({m for m in self.modules if m is not None})
+        code_of = {m: i for i, m in enumerate(mod_names)}
+        mod_codes = np.fromiter((code_of.get(m, -1) for m in self.modules), dtype=np.int32,
+                                count=len(self.modules))
         return pd.DataFrame({
             "name": pd.array(self.names, dtype="string"),
             "address": pd.array(self.addresses, dtype="UInt64"),
-            "type": pd.array(list(self.types.decode("latin-1")), dtype="string"),
+            "type": pd.Categorical.from_codes(type_codes, categories=[chr(c) for c in present.tolist()]),
             "size": sizes,
-            "module": pd.array(self.modules, dtype="string"),
+            "module": pd.Categorical.from_codes(mod_codes, categories=mod_names),
         })
