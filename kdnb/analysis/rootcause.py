@@ -264,6 +264,17 @@ def _message(plog: PanicLog, report: Report | None) -> str:
 # -- the culprit -----------------------------------------------------------------------------
 
 def _culprit(an: _Analysis, category: str, report: Report | None, plog: PanicLog) -> Culprit:
+    c = _culprit_task(an, category, report, plog)
+    if c.module:
+        mods = an.get("modules", lambda: an.dump.modules)
+        if mods is not None and "taints" in mods:
+            row = mods[mods["name"] == c.module]
+            if len(row):
+                c.module_taints = str(row["taints"].iloc[0])
+    return c
+
+
+def _culprit_task(an: _Analysis, category: str, report: Report | None, plog: PanicLog) -> Culprit:
     c = Culprit()
     ctx = report if report is not None and report.cpu is not None else plog.panic
     if ctx is not None and ctx.cpu is not None:
@@ -293,12 +304,6 @@ def _culprit(an: _Analysis, category: str, report: Report | None, plog: PanicLog
             c.function, c.module = f"{frame.function}+{frame.offset:#x}", frame.module
     if c.cpu is None or c.function is None:
         _culprit_from_memory(an, c)
-    if c.module:
-        mods = an.get("modules", lambda: an.dump.modules)
-        if mods is not None and "taints" in mods:
-            row = mods[mods["name"] == c.module]
-            if len(row):
-                c.module_taints = str(row["taints"].iloc[0])
     return c
 
 
