@@ -55,19 +55,21 @@ def expand_names(blob: bytes, count: int, token_table: bytes, token_index: bytes
     stream[prefix[first - prefix == 2] + 1] = _EMPTY
 
     table = np.frombuffer(token_table, dtype=np.uint8)
-    starts = np.frombuffer(token_index, dtype="<u2", count=256).astype(np.int64)
+    starts = np.frombuffer(token_index, dtype="<u2", count=256).astype(np.int32)
     nul = np.flatnonzero(table == 0)
     ends = nul[np.searchsorted(nul, starts)]
     # pseudo-tokens: "\n" and "" appended after the real table
     table = np.concatenate([table, np.frombuffer(b"\n", dtype=np.uint8)])
-    starts = np.concatenate([starts, [len(table) - 1, 0]])
-    lengths = np.concatenate([ends - starts[:256], [1, 0]])
+    starts = np.concatenate([starts, [len(table) - 1, 0]]).astype(np.int32)
+    lengths = np.concatenate([ends - starts[:256], [1, 0]]).astype(np.int32)
 
+    # int32 throughout: the arrays are millions long and allocation dominates
     tok_len = lengths[stream]
-    out_end = np.cumsum(tok_len)
+    out_end = np.cumsum(tok_len, dtype=np.int32)
     total = int(out_end[-1]) if len(out_end) else 0
     # byte j of the output comes from table[starts[tok] + (j - start of that token's output)]
-    src = np.repeat(starts[stream] - (out_end - tok_len), tok_len) + np.arange(total)
+    src = np.repeat(starts[stream] - (out_end - tok_len), tok_len)
+    src += np.arange(total, dtype=np.int32)
     text = table[src].tobytes().decode("latin-1")
     return text.split("\n")[1:]
 

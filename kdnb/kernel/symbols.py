@@ -72,13 +72,9 @@ class SymbolTable:
             # global symbols win over local ones of the same name; the first of each kind wins
             types = np.frombuffer(self.types, dtype=np.uint8)
             is_global = (types >= ord("A")) & (types <= ord("Z"))
-            index: dict[str, int] = {}
-            names = self.names
-            for i in np.flatnonzero(~is_global)[::-1].tolist():
-                index[names[i]] = i
-            for i in np.flatnonzero(is_global)[::-1].tolist():
-                index[names[i]] = i
-            self._by_name = index
+            # later pairs overwrite earlier ones: locals first, then globals, each in reverse
+            order = np.concatenate([np.flatnonzero(~is_global)[::-1], np.flatnonzero(is_global)[::-1]]).tolist()
+            self._by_name = dict(zip(map(self.names.__getitem__, order), order))
         return self._by_name
 
     def index_of(self, name: str) -> int:
