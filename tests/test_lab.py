@@ -107,6 +107,15 @@ def test_accel_choice(monkeypatch):
         assert not ok and "PVM" in why
 
 
+def test_probe_firmware():
+    from kdnb.lab.qemu import probe_firmware, qemu_probe
+
+    fw = probe_firmware()
+    assert len(fw) == 65536 and fw[0xFFF0:0xFFF3] == bytes([0xBA, 0xF8, 0x03])
+    if shutil.which("qemu-system-x86_64"):
+        assert qemu_probe("tcg")
+
+
 # -- initramfs ------------------------------------------------------------------------------------
 def test_initramfs_roundtrip(tmp_path):
     img = Initramfs()

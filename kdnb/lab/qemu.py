@@ -20,28 +20,83 @@ from .packages import LabError
 KVM_GET_API_VERSION = 0xAE00
 
 
-def kvm_usable() -> tuple[bool, str]:
-    """Whether QEMU may use KVM here, and why (not).
+#: A 64 KiB firmware image whose reset vector prints "K" on COM1 and halts (real-mode code:
+#: mov dx,0x3f8; mov al,'K'; out dx,al; hlt; jmp $-1).
+_PROBE_CODE = bytes([0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xF4, 0xEB, 0xFD])
 
-    A nested PVM host (/sys/module/kvm_pvm) exposes a /dev/kvm that cannot run a stock kernel
-    (the guest hangs after "Probing EDD"), so it counts as unusable; otherwise /dev/kvm must
-    open and answer KVM_GET_API_VERSION with 12.
+
+def probe_firmware() -> bytes:
+    """The probe firmware image (code at the reset vector, offset 0xFFF0)."""
+    img = bytearray(65536)
+    img[0xFFF0:0xFFF0 + len(_PROBE_CODE)] = _PROBE_CODE
+    return bytes(img)
+
+
+def qemu_probe(accel_name: str, timeout: float = 10.0, binary: str = "qemu-system-x86_64") -> bool:
+    """Boot the probe firmware with ``accel_name`` and report whether a vCPU really ran it."""
+    import tempfile
+
+    if shutil.which(binary) is None:
+        return False
+    with tempfile.NamedTemporaryFile(suffix=".bin") as fw:
+        fw.write(probe_firmware())
+        fw.flush()
+        proc = subprocess.Popen([binary, "-machine", "q35", "-accel", accel_name, "-bios", fw.name,
+                                 "-display", "none", "-nodefaults", "-serial", "stdio",
+                                 "-monitor", "none", "-no-reboot"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        got = b""
+        try:
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and b"K" not in got and proc.poll() is None:
+                time.sleep(0.05)
+                got += proc.stdout.read() or b""
+        finally:
+            _kill(proc)
+            if proc.stdout:
+                proc.stdout.close()
+    return b"K" in got
+
+
+_KVM_VERDICT: tuple[bool, str] | None = None
+
+
+def kvm_usable() -> tuple[bool, str]:
+    """Whether QEMU may use KVM here, and why (not). Decided once per process.
+
+    ``KDNB_LAB_ACCEL=tcg|kvm`` forces the choice. A nested PVM host (/sys/module/kvm_pvm)
+    exposes a /dev/kvm that runs real-mode code but cannot run a stock kernel (the guest hangs
+    after "Probing EDD"), so it counts as unusable. Otherwise /dev/kvm must answer
+    KVM_GET_API_VERSION with 12 and a probe guest must really execute under KVM.
     """
+    global _KVM_VERDICT
     if os.environ.get("KDNB_LAB_ACCEL") in ("tcg", "kvm"):
         return os.environ["KDNB_LAB_ACCEL"] == "kvm", "KDNB_LAB_ACCEL"
+    if _KVM_VERDICT is not None:
+        return _KVM_VERDICT
     if Path("/sys/module/kvm_pvm").exists():
-        return False, "nested PVM (/sys/module/kvm_pvm) cannot run a stock kernel"
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError as e:
-        return False, f"/dev/kvm: {e.strerror}"
-    try:
-        ver = fcntl.ioctl(fd, KVM_GET_API_VERSION)
-    except OSError as e:
-        return False, f"KVM_GET_API_VERSION: {e.strerror}"
-    finally:
-        os.close(fd)
-    return ver == 12, f"KVM API version {ver}"
+        verdict = (False, "nested PVM (/sys/module/kvm_pvm) cannot run a stock kernel")
+    else:
+        try:
+            fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                ver = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            verdict = (False, f"/dev/kvm: {e.strerror}")
+        else:
+            if ver != 12:
+                verdict = (False, f"KVM API version {ver}")
+            elif not qemu_probe("kvm"):
+                verdict = (False, "probe guest did not run under KVM")
+            else:
+                verdict = (True, "KVM API 12, probe guest ran")
+    _KVM_VERDICT = verdict
+    return verdict
 
 
 def accel() -> str:

@@ -130,6 +130,7 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
             formats=[f.name for f in fmts],
             capture_commands=[f.command(level, f.filename(level)) for f in fmts],
             wall_seconds=res.wall_seconds, timings=timings, smp=cfg.smp)
+        gt["accel_reason"] = _qemu.kvm_usable()[1]
         (out / "ground-truth.json").write_text(json.dumps(gt, indent=1) + "\n")
         say(f"done: {', '.join(f'{n} {p.stat().st_size / 1e6:.1f} MB' for n, p in out_files.items())}"
             f" in {out} ({timings['total']:.0f}s)")
