@@ -8,6 +8,7 @@ the offset of the member named `size` (byte 24 -> 3), not the struct size.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -161,3 +162,13 @@ def test_system_map(case, tmp_path: Path) -> None:
     (tmp_path / "other.map").write_text("\n".join(shifted) + "\n")
     with pytest.raises(VmlinuxMismatch):
         Kernel(k.reader, system_map=tmp_path / "other.map", use_cache=False)
+
+
+def test_module_symbolize_matches_oops_line(case) -> None:
+    """The kernel's own `RIP: 0010:func+off/size [mod]` line round-trips through symbolize."""
+    folder, k, oracle = case
+    m = re.search(r"RIP: 0010:(\w+)\+0x([0-9a-f]+)/0x([0-9a-f]+) \[(\w+)\]", (folder / "dmesg.txt").read_text())
+    if m is None:
+        pytest.skip("no module RIP line in this dump's log")
+    name, off, size, mod = m.groups()
+    assert k.symbolize(k.symbol(name) + int(off, 16)) == f"{name}+0x{off}/0x{size} [{mod}]"
