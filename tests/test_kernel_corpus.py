@@ -172,3 +172,15 @@ def test_module_symbolize_matches_oops_line(case) -> None:
         pytest.skip("no module RIP line in this dump's log")
     name, off, size, mod = m.groups()
     assert k.symbolize(k.symbol(name) + int(off, 16)) == f"{name}+0x{off}/0x{size} [{mod}]"
+
+
+def test_memory_model(case) -> None:
+    folder, k, oracle = case
+    assert k.vmemmap_base == k.read_u64(k.symbol("vmemmap_base"))
+    assert k.page_offset == k.read_u64(k.symbol("page_offset_base"))
+    # a struct page in vmemmap (4 KiB-mapped, walked) describes the page holding init_task
+    pfn = k.vtop(k.symbol("init_task")) >> 12
+    page = k.vmemmap_base + pfn * int(k.vmcoreinfo["SIZE(page)"])
+    assert k.pagetable.walk(page) == k.vtop(page)
+    with pytest.raises(kdnb.FaultError):
+        k.vtop(0xFFFFFE8000000000)  # an unmapped hole (the LDT remap area)

@@ -240,6 +240,19 @@ class Kernel:
         return ListWalk(self.read, head, t.offsetof(member), make=lambda a: Object(self, t, a),
                         max_entries=max_entries, strict=strict)
 
+    # -- memory model ------------------------------------------------------------------
+    @property
+    def page_offset(self) -> int | None:
+        """PAGE_OFFSET, the randomised base of the direct map (value of `page_offset_base`)."""
+        return self.pagetable.page_offset
+
+    @cached_property
+    def vmemmap_base(self) -> int:
+        """Base of the `struct page` array (VMCOREINFO SYMBOL(vmemmap) on 6.12, else `vmemmap_base`)."""
+        if "SYMBOL(vmemmap)" in self.vmcoreinfo:
+            return int(self.vmcoreinfo["SYMBOL(vmemmap)"], 16)
+        return self.read_u64(self.symbol("vmemmap_base"))
+
     # -- per-CPU -------------------------------------------------------------------------
     @cached_property
     def nr_cpu_ids(self) -> int:
