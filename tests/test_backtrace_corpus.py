@@ -19,6 +19,8 @@ from kdnb.views.backtrace import COLUMNS, KEY_COLUMNS
 
 from .conftest import corpus_dir, oracle
 
+pytestmark = pytest.mark.corpus
+
 DUMPS = ["k6.1-oops", "k6.1-sysrq", "k6.12-hung_task", "k6.12-hung_task-degraded"]
 # asm entry code: kallsyms names the inner label the return address follows; DWARF the function
 ALIASES = {"entry_SYSCALL_64_after_hwframe": "entry_SYSCALL_64"}
