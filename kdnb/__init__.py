@@ -13,6 +13,7 @@ from .errors import (
     SymbolNotFound,
     TruncatedDump,
     TypeNotFound,
+    VmlinuxMismatch,
 )
 
 __version__ = "0.1.0"
@@ -20,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Dump", "open", "KdnbError", "FormatError", "CorruptDump", "TruncatedDump",
     "PageNotInDump", "FaultError", "SymbolNotFound", "TypeNotFound", "CorruptStructure",
-    "MissingDebugInfo", "readiness", "__version__",
+    "MissingDebugInfo", "VmlinuxMismatch", "readiness", "__version__",
 ]

@@ -60,3 +60,7 @@ class CorruptStructure(KdnbError):
 
 class MissingDebugInfo(KdnbError):
     """The dump lacks what an analysis needs (no kallsyms, no BTF) and no vmlinux was given."""
+
+
+class VmlinuxMismatch(KdnbError):
+    """The vmlinux or System.map given is not the kernel of this dump."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# decoded kallsyms/BTF are cached per test run, never in the user's home
+os.environ.setdefault("KDNB_CACHE_DIR", tempfile.mkdtemp(prefix="kdnb-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"

@@ -16,7 +16,7 @@ import pytest
 
 import kdnb
 from kdnb.kernel import Kernel
-from kdnb.kernel.vmlinux import VmlinuxMismatch
+from kdnb.errors import VmlinuxMismatch
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 DUMPS = ["k6.1-sysrq", "k6.1-oops", "k6.12-hung_task", "k6.12-hung_task-degraded"]

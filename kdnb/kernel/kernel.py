@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..dump.base import DumpReader
-from ..errors import KdnbError, MissingDebugInfo, SymbolNotFound
+from ..errors import KdnbError, MissingDebugInfo, SymbolNotFound, VmlinuxMismatch
 from . import cache, kallsyms
 from .btf import BTF
 from .modules import ModuleInfo, module_symbols
@@ -20,7 +20,7 @@ from .objects import Layout, ListWalk, Object, decode_cstring
 from .pagetable import PageTable
 from .symbols import SymbolHit, SymbolTable
 from .types import Type
-from .vmlinux import Vmlinux, VmlinuxMismatch, read_system_map, relocate
+from .vmlinux import Vmlinux, read_system_map, relocate
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")

@@ -14,10 +14,6 @@ from .symbols import SymbolTable
 _ELF_TYPE_LETTER = {"STT_FUNC": "t", "STT_OBJECT": "d", "STT_NOTYPE": "t"}
 
 
-class VmlinuxMismatch(KdnbError):
-    """The vmlinux or System.map given is not the kernel of this dump."""
-
-
 def read_system_map(path: str | os.PathLike) -> SymbolTable:
     """Parse `addr type name` lines (System.map or /proc/kallsyms; module lines ignored)."""
     names: list[str] = []
