@@ -55,12 +55,10 @@ def module_symbols(kernel: "Kernel") -> tuple[SymbolTable, list[ModuleInfo], lis
         st_name = syms["st_name"][keep].tolist()
         mod_names = [strtab[o:strtab.index(b"\0", o)].decode("utf-8", "replace") for o in st_name]
         values = syms["st_value"][keep]
-        st_size = syms["st_size"][keep].astype(np.int64)
-        fallback = sizes_to_next(values)
         names += mod_names
         addrs.append(values)
         types.append(bytes(typetab[i] for i in keep.tolist()))
-        sizes.append(np.where(st_size > 0, st_size, fallback))
+        sizes.append(sizes_to_next(values))  # as the kernel prints them: distance to the next
         mods += [name] * len(mod_names)
         infos.append(ModuleInfo(name, maddr, len(mod_names)))
     if walk.error is not None:

@@ -64,7 +64,12 @@ class SymbolTable:
         self.addresses = np.concatenate([self.addresses, other.addresses])
         self.types = self.types + other.types
         self.modules = self.modules + other.modules
-        self._by_name = None
+        if self._by_name is not None:  # keep the index: earlier (vmlinux) names win
+            base = len(self.names) - len(other.names)
+            other_types = np.frombuffer(other.types, dtype=np.uint8)
+            is_global = (other_types >= ord("A")) & (other_types <= ord("Z"))
+            for i in np.concatenate([np.flatnonzero(is_global), np.flatnonzero(~is_global)]).tolist():
+                self._by_name.setdefault(other.names[i], base + i)
         self._sorted = None
 
     def _index(self) -> dict[str, int]:
