@@ -75,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     info.set_defaults(func=cmd_info)
     from .analysis import readiness_cli, validate_cli
+    from .lab import cli as lab_cli
 
     validate_cli.add_subparser(sub)
     readiness_cli.add_subparser(sub)
+    lab_cli.add_subparser(sub)
     why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
     why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     why.add_argument("--json", action="store_true", help="machine-readable output")
@@ -99,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KdnbError as exc:
         print(f"kdnb: {exc}", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
