@@ -156,7 +156,8 @@ def test_first_init_script():
         assert sym in KALLSYMS_SUBSET
     assert s.index("step crash") < s.index("kdnb_as kdnb_trigger 0 -- 'echo oops")
     assert "kdnb_sleeper" in s and "kdnb_spin_cpu1" in s
-    assert "--elf32-core-headers" in first_init(get("sysrq"), parse_formats("elf32"))
+    e32 = first_init(get("sysrq"), parse_formats("elf32"))
+    assert "kexec -p /boot/vmlinuz --initrd" in e32 and "-c --elf32-core-headers" in e32
     assert "insmod /lib/kdnb_crash.ko" not in first_init(get("sysrq"), parse_formats("kdump-zlib"))
 
 

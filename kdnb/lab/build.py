@@ -47,14 +47,20 @@ def build_crash_module(headers_dir: Path, cache_root: Path, release: str,
     return ko
 
 
-def build_workload_helper(cache_root: Path) -> Path:
-    """Compile the static kdnb_work helper (named workload processes, memory hog)."""
-    digest = _src_digest("kdnb_work.c")
-    out = cache_root / "build" / f"kdnb_work-{digest}"
+def build_static_helper(cache_root: Path, name: str = "kdnb_work") -> Path:
+    """Compile a static guest helper from module/<name>.c (kdnb_work: named workload
+    processes and the memory hog; kdnb_elfmove: moves an ELF vmlinux into the crash region)."""
+    digest = _src_digest(f"{name}.c")
+    out = cache_root / "build" / f"{name}-{digest}"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    _run(["gcc", "-static", "-O2", "-o", str(out) + ".tmp", str(MODULE_SRC / "kdnb_work.c")],
-         "build workload helper (needs gcc and libc6-dev)")
+    _run(["gcc", "-static", "-O2", "-o", str(out) + ".tmp", str(MODULE_SRC / f"{name}.c")],
+         f"build {name} (needs gcc and libc6-dev)")
     Path(str(out) + ".tmp").rename(out)
     return out
+
+
+def build_workload_helper(cache_root: Path) -> Path:
+    """The static kdnb_work helper."""
+    return build_static_helper(cache_root, "kdnb_work")

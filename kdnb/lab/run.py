@@ -94,6 +94,7 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
         fs = _disk.read_disk(disk, work / "fs")
         capdir, snapdir = fs / "out", fs / "snapshot"
         out_files: dict[str, Path] = {}
+        notes: list[str] = []
         for f in fmts:
             src = capdir / f.filename(level)
             if not src.exists() or src.stat().st_size == 0:
@@ -104,6 +105,11 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
             dst = out / src.name
             shutil.move(str(src), dst)
             dst.chmod(0o644)
+            if f.elf32_headers and _elf_class(dst) != 1:
+                note = (f"{dst.name}: kexec-tools ignored --elf32-core-headers (its x86_64 code "
+                        "never applies it), /proc/vmcore was ELF64")
+                notes.append(note)
+                say(f"capture: warning: {note}")
             out_files[src.name] = dst
         if (capdir / "dmesg.txt").exists():
             shutil.copy(capdir / "dmesg.txt", out / "dmesg.txt")
@@ -131,6 +137,8 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
             capture_commands=[f.command(level, f.filename(level)) for f in fmts],
             wall_seconds=res.wall_seconds, timings=timings, smp=cfg.smp)
         gt["accel_reason"] = _qemu.kvm_usable()[1]
+        gt["elf_class"] = {n: _elf_class(p) for n, p in out_files.items() if _elf_class(p)}
+        gt["lab_warnings"] = notes
         (out / "ground-truth.json").write_text(json.dumps(gt, indent=1) + "\n")
         say(f"done: {', '.join(f'{n} {p.stat().st_size / 1e6:.1f} MB' for n, p in out_files.items())}"
             f" in {out} ({timings['total']:.0f}s)")
@@ -145,6 +153,13 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
 def _default_cache() -> Path:
     from .packages import DEFAULT_CACHE
     return DEFAULT_CACHE
+
+
+def _elf_class(path: Path) -> int | None:
+    """EI_CLASS of an ELF file (1 = ELF32, 2 = ELF64), None for other files."""
+    with open(path, "rb") as fh:
+        head = fh.read(5)
+    return head[4] if head[:4] == b"\x7fELF" and len(head) == 5 else None
 
 
 def _crashkernel_failed(res: "_qemu.RunResult") -> bool:
