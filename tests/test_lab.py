@@ -116,6 +116,33 @@ def test_probe_firmware():
         assert qemu_probe("tcg")
 
 
+def test_runner_timeout_kills_stuck_guest(tmp_path):
+    """A guest that stops making progress is killed, with its whole process group."""
+    import os
+    import sys
+
+    from kdnb.lab.qemu import run
+
+    fake = tmp_path / "fake-qemu"
+    fake.write_text("#!/bin/sh\necho 'KDNB-STEP init t=0.1'\nsleep 4242 &\nwait\n")
+    fake.chmod(0o755)
+    cfg = QemuConfig(kernel=tmp_path / "k", initrd=tmp_path / "i", append="", disk=tmp_path / "d",
+                     binary=str(fake))
+    seen: list[str] = []
+    res = run(cfg, tmp_path / "console.log", {"start": 10, "init": 1.0}, seen.append)
+    assert res.timed_out == "init" and "init" in res.steps
+    assert any("init" in m for m in seen)
+    assert "KDNB-STEP init" in (tmp_path / "console.log").read_text()
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"4242" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                left.append(pid)
+        except OSError:
+            pass
+    assert not left, f"processes left behind: {left} ({sys.platform})"
+
+
 # -- initramfs ------------------------------------------------------------------------------------
 def test_initramfs_roundtrip(tmp_path):
     img = Initramfs()
