@@ -8,23 +8,30 @@ from pathlib import Path
 from .packages import LabError, _run
 
 
+def sbin_tool(name: str) -> str | None:
+    """A tool from PATH, else from /usr/sbin or /sbin (not in a normal user's PATH on Debian)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def make_disk(path: Path, size_mib: int) -> Path:
     """Create a sparse raw image of ``size_mib`` MiB holding an empty ext4 file system."""
-    if shutil.which("mke2fs") is None:
+    mke2fs = sbin_tool("mke2fs")
+    if mke2fs is None:
         raise LabError("make disk: mke2fs not found (apt-get install e2fsprogs)")
     with open(path, "wb") as f:
         f.truncate(size_mib << 20)
-    _run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "kdnb", str(path)],
+    _run([mke2fs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "kdnb", str(path)],
          "make disk")
     return path
 
 
 def read_disk(path: Path, dest: Path) -> Path:
     """Copy the whole file system in ``path`` into the folder ``dest`` with debugfs rdump."""
-    if shutil.which("debugfs") is None:
+    debugfs = sbin_tool("debugfs")
+    if debugfs is None:
         raise LabError("copy: debugfs not found (apt-get install e2fsprogs)")
     dest.mkdir(parents=True, exist_ok=True)
-    _run(["debugfs", "-R", f"rdump / {dest}", str(path)], "copy (debugfs rdump)")
+    _run([debugfs, "-R", f"rdump / {dest}", str(path)], "copy (debugfs rdump)")
     return dest
 
 

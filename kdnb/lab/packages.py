@@ -6,12 +6,15 @@ Nothing is installed on the host: every package is downloaded as a .deb into
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import KdnbError
 
@@ -88,6 +91,16 @@ class PackageCache:
         self.root = Path(self.root).expanduser()
         (self.root / "debs").mkdir(parents=True, exist_ok=True)
         (self.root / "root").mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the cache (two lab runs must not unpack at once)."""
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def unpacked(self, package: str) -> Path:
         """Download (once) and unpack (once) ``package``; return the folder it was unpacked into."""

@@ -53,18 +53,19 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
     level = default_dump_level(series) if dump_level is None else int(dump_level)
     if not 0 <= level <= 31:
         raise LabError(f"dump level must be 0..31, not {level}")
-    kfiles = fetch_kernel(cache, release, headers=sc.module)
-    tools = fetch_tools(cache)
-    t_fetch = time.monotonic()
-
     out = Path(out_dir) if out_dir else Path.cwd() / f"k{series}-{sc.name}"
+    with cache.locked():
+        kfiles = fetch_kernel(cache, release, headers=sc.module)
+        tools = fetch_tools(cache)
+        t_fetch = time.monotonic()
+        say(f"build: {release}, scenario {sc.name}, formats {','.join(f.name for f in fmts)}, "
+            f"-d {level}")
+        ko = None
+        if sc.module:
+            ko = _build.build_crash_module(kfiles.headers_dir, cache.root, release,
+                                           env=fetch_toolchain(cache))
+        helper = _build.build_workload_helper(cache.root)
     out.mkdir(parents=True, exist_ok=True)
-    say(f"build: {release}, scenario {sc.name}, formats {','.join(f.name for f in fmts)}, -d {level}")
-    ko = None
-    if sc.module:
-        ko = _build.build_crash_module(kfiles.headers_dir, cache.root, release,
-                                       env=fetch_toolchain(cache))
-    helper = _build.build_workload_helper(cache.root)
     work = Path(tempfile.mkdtemp(prefix="kdnb-lab-"))
     try:
         imgs = _guest.build_images(work, sc, fmts, level, tools, kfiles.vmlinuz,
