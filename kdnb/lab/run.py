@@ -22,6 +22,9 @@ from .scenarios import get as get_scenario
 #: Boots tried when the kernel cannot reserve crashkernel memory (depends on the KASLR layout).
 CRASHKERNEL_ATTEMPTS = 4
 
+#: Smallest guest: below this the first kernel cannot spare a crashkernel region.
+MIN_MEMORY_MIB = 256
+
 #: Seconds allowed from one step to the next before the guest is declared stuck.
 TIMEOUTS = {"start": 180.0, "init": 150.0, "crash": 180.0, "capture": 600.0, "default": 300.0}
 
@@ -44,6 +47,9 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
     sc = get_scenario(scenario)
     fmts = parse_formats(formats)
     mem = _qemu.parse_memory(memory)
+    if mem < MIN_MEMORY_MIB:
+        raise LabError(f"memory {mem} MiB is too small: the guest needs at least {MIN_MEMORY_MIB} MiB "
+                       "(first kernel + crashkernel reservation)")
     cpu_model = _qemu.cpu_model(cpu)
     cache = PackageCache(Path(cache_dir) if cache_dir else _default_cache())
 
