@@ -265,6 +265,44 @@ def test_sample_ground_truth(folder):
     assert gt["kallsyms_first_kernel"]["_stext"] == "0x" + gt["vmcoreinfo"]["SYMBOL(_stext)"]
 
 
+@pytest.mark.skipif(not SAMPLE_DIRS, reason="no data/ samples")
+@pytest.mark.parametrize("folder", SAMPLE_DIRS, ids=[p.name for p in SAMPLE_DIRS])
+def test_sample_read_back_matches_ground_truth(folder):
+    """What kdnb reads from each sample agrees with what the lab recorded about it."""
+    import kdnb
+
+    gt = json.loads((folder / "ground-truth.json").read_text())
+    sc = SCENARIOS[gt["scenario"]]
+    with kdnb.open(next(iter(folder / n for n in gt["dump_files_bytes"]))) as d:
+        assert d.vmcoreinfo["OSRELEASE"] == gt["kernel_release"]
+        assert len(d.cpus) == gt["vcpus"]
+        tasks = d.tasks
+        by_pid = dict(zip(tasks["pid"].astype(int), tasks["comm"].astype(str)))
+        for w in gt["workload_processes"]:
+            assert by_pid.get(w["pid"]) == w["comm"], w
+        ctx = gt["crash_context_cpu_pid_comm"]
+        cpu_pids = dict(zip(d.cpus["cpu"].astype(int), d.cpus["pid"].astype(int)))
+        assert cpu_pids[ctx["cpu"]] == ctx["pid"]
+        for b in gt["hung_task_reported_blocked"]:
+            assert tasks.loc[tasks["pid"] == b["pid"], "state"].astype(str).tolist() == ["D"]
+        text = "\n".join(d.log["text"].astype(str))
+        assert gt["expected_panic_message"] in text
+        if sc.module:
+            assert "kdnb_crash" in set(d.modules["name"].astype(str))
+            row = d.slab[d.slab["name"] == "kdnb_obj"]
+            assert len(row) == 1
+            assert int(row["active_objs"].iloc[0]) == gt["live_objects"] + (gt["leaked_objects"] or 0)
+
+
+def test_open_sample():
+    from kdnb.samples import ground_truth, open_sample
+
+    if not SAMPLE_DIRS:
+        pytest.skip("no data/ samples")
+    with open_sample() as d:
+        assert d.vmcoreinfo["OSRELEASE"] == ground_truth()["kernel_release"]
+
+
 def test_samples_table():
     from kdnb.samples import COLUMNS, sample_path, samples
 
