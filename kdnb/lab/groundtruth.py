@@ -224,6 +224,7 @@ def build(*, scenario, release: str, snapshot: Path, out_files: dict[str, Path],
         "capture_timings": timings_lines,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "dump_level": dump_level,
+        "format": formats[0] if formats else None,
         "formats": formats,
         "capture_command": "; ".join(capture_commands),
         "notes": "tasks_at_snapshot is /proc/*/stat just before the trigger; processes started "
