@@ -143,7 +143,7 @@ def first_init(scenario: Scenario, formats: list[Format]) -> str:
         "t0=$(up)",
         f'kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio.gz --append="{CAPTURE_APPEND}"{extra} > $S/kexec.log 2>&1',
         'rc=$?; echo "rc=$rc start=$t0 end=$(up)" >> $S/kexec.log',
-        '[ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the capture kernel: $(tail -n 3 $S/kexec.log)"',
+        '[ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the capture kernel: $(grep -iE "fail|error|cannot|invalid|overlap" $S/kexec.log | head -n 3) / $(tail -n 2 $S/kexec.log)"',
         "step kexec-loaded",
         "rm -f /boot/vmlinuz /boot/capture.cpio.gz  # loaded: free their page-cache pages",
     ]

@@ -22,8 +22,10 @@ from .scenarios import get as get_scenario
 #: Boots tried when the kernel cannot reserve crashkernel memory (depends on the KASLR layout).
 CRASHKERNEL_ATTEMPTS = 4
 
-#: Smallest guest: below this the first kernel cannot spare a crashkernel region.
-MIN_MEMORY_MIB = 256
+#: Smallest guest per kernel series (found by trial under TCG): below it either no crashkernel
+#: region fits, or kexec_load fails with EINVAL because the capture kernel + initrd exceed
+#: half of the first kernel's RAM (6.12 at 256 MiB).
+MIN_MEMORY_MIB = {"6.1": 256, "6.12": 384}
 
 #: Seconds allowed from one step to the next before the guest is declared stuck.
 TIMEOUTS = {"start": 180.0, "init": 150.0, "crash": 180.0, "capture": 600.0, "default": 300.0}
@@ -47,9 +49,6 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
     sc = get_scenario(scenario)
     fmts = parse_formats(formats)
     mem = _qemu.parse_memory(memory)
-    if mem < MIN_MEMORY_MIB:
-        raise LabError(f"memory {mem} MiB is too small: the guest needs at least {MIN_MEMORY_MIB} MiB "
-                       "(first kernel + crashkernel reservation)")
     cpu_model = _qemu.cpu_model(cpu)
     cache = PackageCache(Path(cache_dir) if cache_dir else _default_cache())
 
@@ -57,6 +56,11 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
     release = resolve_release(kernel)
     series = series_of(release)
     level = default_dump_level(series) if dump_level is None else int(dump_level)
+    need = MIN_MEMORY_MIB.get(series, 256)
+    if mem < need:
+        raise LabError(f"memory {mem} MiB is too small for {release}: use at least {need} MiB "
+                       "(first kernel + crashkernel region; kexec_load refuses a capture image "
+                       "bigger than half the first kernel's RAM)")
     if not 0 <= level <= 31:
         raise LabError(f"dump level must be 0..31, not {level}")
     out = Path(out_dir) if out_dir else Path.cwd() / f"k{series}-{sc.name}"
@@ -95,7 +99,11 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
             # KASLR put the kernel where no aligned crashkernel area was left: boot again.
             say(f"boot: crashkernel={crashkernel} could not be reserved (KASLR layout); retrying")
         t_qemu = time.monotonic()
-        _check_run(res)
+        try:
+            _check_run(res)
+        except LabError:
+            _salvage_snapshot(disk, work, out)
+            raise
 
         say("copy: reading the capture disk with debugfs")
         fs = _disk.read_disk(disk, work / "fs")
@@ -162,6 +170,19 @@ def _default_cache() -> Path:
     return DEFAULT_CACHE
 
 
+def _salvage_snapshot(disk: Path, work: Path, out: Path) -> None:
+    """After a failed run, copy whatever the first kernel wrote (kexec.log, snapshot) to
+    ``out/failed-snapshot`` for diagnosis; never raises."""
+    try:
+        fs = _disk.read_disk(disk, work / "failed-fs")
+        if (fs / "snapshot").is_dir():
+            dest = out / "failed-snapshot"
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(fs / "snapshot", dest)
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
 def _elf_class(path: Path) -> int | None:
     """EI_CLASS of an ELF file (1 = ELF32, 2 = ELF64), None for other files."""
     with open(path, "rb") as fh:
@@ -187,7 +208,12 @@ def _check_run(res: "_qemu.RunResult") -> None:
         raise LabError("boot: the kernel could not reserve crashkernel memory; give the guest more "
                        f"memory (--memory 512M)\nconsole tail:\n{tail}")
     if fail:
-        raise LabError(f"guest step failed: {fail.split('KDNB-FAIL', 1)[1].strip()}\nconsole tail:\n{tail}")
+        hint = ""
+        if "kexec_load failed: Invalid argument" in fail:
+            hint = ("\nhint: the capture kernel + initrd must fit in half of the first kernel's "
+                    "RAM; give the guest more memory")
+        raise LabError(f"guest step failed: {fail.split('KDNB-FAIL', 1)[1].strip()}{hint}"
+                       f"\nconsole tail:\n{tail}")
     if "capture-done" not in res.steps:
         where = ("boot" if "init" not in res.steps else "crash" if "capture" not in res.steps
                  else "capture")
