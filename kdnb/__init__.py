@@ -15,11 +15,12 @@ from .errors import (
     TypeNotFound,
     VmlinuxMismatch,
 )
+from .samples import open_sample, samples
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Dump", "open", "KdnbError", "FormatError", "CorruptDump", "TruncatedDump",
     "PageNotInDump", "FaultError", "SymbolNotFound", "TypeNotFound", "CorruptStructure",
-    "MissingDebugInfo", "VmlinuxMismatch", "readiness", "__version__",
+    "MissingDebugInfo", "VmlinuxMismatch", "readiness", "samples", "open_sample", "__version__",
 ]
