@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 # decoded kallsyms/BTF are cached per test run, never in the user's home
-os.environ.setdefault("KDNB_CACHE_DIR", tempfile.mkdtemp(prefix="kdnb-test-cache-"))
+if "KDNB_CACHE_DIR" not in os.environ:
+    os.environ["KDNB_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdnb-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["KDNB_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
