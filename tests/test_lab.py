@@ -13,13 +13,12 @@ import pytest
 
 from kdnb.lab import list_scenarios
 from kdnb.lab.formats import DEFAULT_DUMP_LEVEL, FORMATS, default_dump_level, parse_formats
-from kdnb.lab.groundtruth import console_facts, parse_kallsyms, parse_proc_stat, validate
+from kdnb.lab.groundtruth import console_facts, parse_kallsyms, parse_proc_stat, read_vmcoreinfo, validate
 from kdnb.lab.guest import CAPTURE_APPEND, KALLSYMS_SUBSET, _modname, capture_init, first_init
 from kdnb.lab.initramfs import Initramfs, read_cpio
 from kdnb.lab.packages import LabError, series_of
 from kdnb.lab.qemu import QemuConfig, cpu_model, crashkernel_for, kvm_usable, parse_memory
 from kdnb.lab.scenarios import LEAKED_OBJECTS, SCENARIOS, get
-from kdnb.lab.vmcoreinfo import parse_vmcoreinfo, read_vmcoreinfo
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_DIRS = sorted(p for p in DATA.glob("*") if (p / "ground-truth.json").exists()) if DATA.is_dir() else []
@@ -234,8 +233,6 @@ def test_parsers():
                      {"pid": 42, "comm": "a (b) c", "state": "D", "ppid": 2}]
     assert parse_kallsyms("ffffffff81000000 T _stext\n0000000000031980 A runqueues\n") == {
         "_stext": "0xffffffff81000000", "runqueues": "0x0000000000031980"}
-    assert parse_vmcoreinfo("OSRELEASE=6.1\nPAGESIZE=4096\nX=a=b\n") == {
-        "OSRELEASE": "6.1", "PAGESIZE": "4096", "X": "a=b"}
     assert validate({}) and "missing key scenario" in validate({})
 
 

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .vmcoreinfo import read_vmcoreinfo
+from ..dump import open_dump
+from ..errors import KdnbError
 
 #: Keys every ground-truth.json written by the lab has (the corpus schema, plus lab extras).
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -56,6 +57,18 @@ CONTEXT_RX = re.compile(r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
 BLOCKED_RX = re.compile(r"INFO: task (\S+):(\d+) blocked for more than")
 TASK_RX = re.compile(r"KDNB-TASK comm=(\S+) pid=(\d+)(?: cpu=(\d+))?")
 
+
+
+def read_vmcoreinfo(path: Path) -> dict[str, str]:
+    """VMCOREINFO of a finished dump, through kdnb's own readers ({} when unreadable)."""
+    try:
+        reader = open_dump(path)
+    except KdnbError:
+        return {}
+    try:
+        return dict(reader.vmcoreinfo)
+    finally:
+        reader.close()
 
 def _strip_ts(line: str) -> str:
     return re.sub(r"^\s*\[\s*\d+\.\d+\]\s*", "", line).strip()
