@@ -16,8 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis.validate import Validation
     from .kernel.kernel import Kernel
 
-PathLike = "str | os.PathLike[str]"
-
 
 class Dump:
     """An opened crash dump. Use `kdnb.open(path)`; also a context manager."""
@@ -231,9 +229,9 @@ class Dump:
 
 
 def open(  # noqa: A001 - the public name is kdnb.open
-    paths: "str | os.PathLike | Sequence[str | os.PathLike]",
-    vmlinux: "str | os.PathLike | None" = None,
-    system_map: "str | os.PathLike | None" = None,
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    vmlinux: str | os.PathLike | None = None,
+    system_map: str | os.PathLike | None = None,
 ) -> Dump:
     """Open a crash dump (one file, or the parts of a split dump)."""
     return Dump(paths, vmlinux=vmlinux, system_map=system_map)

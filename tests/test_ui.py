@@ -3,7 +3,6 @@ controls, degradation when a view is missing, and the viewer on a real sample.""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import kdnb
 from kdnb.analysis.validate import CHECKS, EXIT_CODES, Validation, validate, validate_path
 from kdnb.analysis.validate_cli import add_subparser, main as validate_main
-from tests.builders import PAGE, simple_spec, write_elf, write_kdump
+from tests.builders import simple_spec, write_elf, write_kdump
 from tests.conftest import CORPUS, corpus_dir
 
 CHECK_IDS = [c for c, _ in CHECKS]

@@ -61,7 +61,7 @@ class ElfDump(DumpReader):
         note_blob = b""
         problems: list[str] = []
         loads: list[_Load] = []
-        for i, ph in enumerate(phdrs):
+        for ph in phdrs:
             if ph["p_type"] == "PT_NOTE":
                 end = ph["p_offset"] + ph["p_filesz"]
                 if end > self.file_size:
