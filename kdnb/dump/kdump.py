@@ -234,9 +234,12 @@ class KdumpDump(DumpReader):
         data = self.source.pread(offset, size)
         if len(data) < size:
             raise self._missing(paddr, "beyond the end of a truncated file")
-        if flags == 0 or (size == psz and not flags & 0x2F):
+        if flags == 0:  # stored raw
+            if size != psz:
+                raise CorruptDump(f"{self.path}: raw page of pfn {pfn:#x} is {size} bytes, "
+                                  f"not {psz}")
             return data
-        codec = DECOMPRESSORS.get(flags & 0x27)
+        codec = DECOMPRESSORS.get(flags)
         if codec is None:
             raise CorruptDump(f"{self.path}: pfn {pfn:#x} has unknown compression flags {flags:#x}")
         try:
