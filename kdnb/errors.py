@@ -26,6 +26,7 @@ class PageNotInDump(KdnbError):
         self.paddr = paddr
         self.reason = reason
         self.path = path
+        self.vaddr: int | None = None  # set when the read came through a virtual address
         where = f"{path}: " if path else ""
         super().__init__(f"{where}physical address {paddr:#x} is not in the dump ({reason})")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
-from ..errors import FaultError, KdnbError
+from ..errors import FaultError, KdnbError, PageNotInDump
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel text mapping
 PAGE_SHIFT = 12
@@ -112,23 +112,33 @@ class PageTable:
         return table | (vaddr & (PAGE_SIZE - 1)), PAGE_SHIFT
 
     def read(self, vaddr: int, size: int) -> bytes:
-        """Read `size` bytes of kernel virtual memory, page by page."""
+        """Read `size` bytes of kernel virtual memory, page by page.
+
+        A PageNotInDump raised here carries `.vaddr`, the virtual address that was missing.
+        """
         if size <= 0:
             return b""
         off = vaddr & (PAGE_SIZE - 1)
         if off + size <= PAGE_SIZE:
-            return self._read_phys(self.translate(vaddr), size)
+            return self._read_run(vaddr, self.translate(vaddr), size)
         parts = []
-        run_start = self.translate(vaddr)  # physically contiguous pages are read in one call
+        run_vaddr, run_start = vaddr, self.translate(vaddr)  # contiguous pages: one read
         run_len = 0
         while size > 0:
             chunk = min(size, PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)))
             paddr = self.translate(vaddr)
             if paddr != run_start + run_len:
-                parts.append(self._read_phys(run_start, run_len))
-                run_start, run_len = paddr, 0
+                parts.append(self._read_run(run_vaddr, run_start, run_len))
+                run_vaddr, run_start, run_len = vaddr, paddr, 0
             run_len += chunk
             vaddr += chunk
             size -= chunk
-        parts.append(self._read_phys(run_start, run_len))
+        parts.append(self._read_run(run_vaddr, run_start, run_len))
         return b"".join(parts)
+
+    def _read_run(self, vaddr: int, paddr: int, size: int) -> bytes:
+        try:
+            return self._read_phys(paddr, size)
+        except PageNotInDump as exc:
+            exc.vaddr = vaddr + max(0, exc.paddr - paddr)
+            raise
