@@ -59,6 +59,8 @@ IDLE_FUNCS = ("default_idle", "native_safe_halt", "pv_native_safe_halt", "mwait_
               "cpu_idle_poll", "acpi_idle_do_entry", "intel_idle", "do_idle", "cpu_startup_entry",
               "default_idle_call", "arch_cpu_idle")
 SPIN_SECONDS = 2.0  # a CPU in one kernel task this long without scheduling is spinning
+THREAD_SIZE = 16384  # x86_64 kernel stack
+KERNEL_SPACE = 0xFFFF800000000000
 EVIDENCE_COLUMNS = ["kind", "seq", "time", "cpu", "pid", "text", "why"]
 
 
@@ -210,7 +212,7 @@ def root_cause(dump: "Dump") -> RootCause:
             chain = _cascade_chain(category, spin, culprit, plog)
             category = "soft-lockup"
             culprit = spin["culprit"]
-            confidence = 0.85 if spin.get("lock") else 0.65
+            confidence = 0.85 if spin.get("lock") else 0.6
     if category in OOPS_CLASSES + ("panic-call",) and culprit.module:
         _module_evidence(an, culprit)
     if category == "oom":
@@ -388,17 +390,45 @@ def _memory_evidence(an: _Analysis) -> None:
 # -- cascades ----------------------------------------------------------------------------------
 
 def _find_spinner(an: _Analysis, plog: PanicLog, symptom: Culprit) -> dict | None:
-    """A CPU that ran one kernel task for seconds without scheduling while others waited."""
+    """The CPU behind a blocked task: one that holds the lock the task waits for, or that ran
+    one kernel task for seconds without scheduling."""
+    busy = _busy_cpus(an, plog)
+    if not busy:
+        return None
+    chosen, lock = None, None
+    if symptom.pid is not None:
+        hit = _lock_owner(an, symptom.pid, {b["task_address"] for b in busy})
+        if hit is not None:
+            lock, owner = hit
+            chosen = next(b for b in busy if b["task_address"] == owner)
+    if chosen is None:
+        long_runs = [b for b in busy if b["seconds"] is not None and b["seconds"] >= SPIN_SECONDS]
+        if not long_runs:
+            return None
+        chosen = max(long_runs, key=lambda b: b["seconds"])
+    c = chosen["culprit"]
+    held = f" for {chosen['seconds']:.1f} s" if chosen["seconds"] is not None else ""
+    an.add("cpu", f"CPU {c.cpu} runs {c.comm} (pid {c.pid}) in kernel mode at {c.function}"
+           + (f" [{c.module}]" if c.module else "") + f"{held} since it last arrived on the CPU",
+           "a CPU busy in one kernel task starves what waits for it", cpu=c.cpu, pid=c.pid)
+    if lock is not None:
+        chosen["lock"] = lock
+        an.add("lock", f"{symptom.comm} (pid {symptom.pid}) waits on a lock at {lock:#x} owned by "
+               f"{c.comm} (pid {c.pid})", "ties the blocked task to the busy one", pid=symptom.pid)
+    return chosen
+
+
+def _busy_cpus(an: _Analysis, plog: PanicLog) -> list[dict]:
+    """CPUs other than the panic one that were in kernel code, not idle, at the crash."""
     dump = an.dump
     cpus = an.get("CPU registers", lambda: dump.cpus)
     tasks = an.get("tasks", lambda: dump.tasks)
     if cpus is None or tasks is None or not len(cpus):
-        return None
+        return []
     panic_cpu = plog.panic.cpu if plog.panic is not None else None
-    crash_time = plog.panic.time if plog.panic is not None else None
-    if crash_time is None and len(plog.reports):
-        crash_time = plog.reports[-1].time
-    best = None
+    crash_time = plog.panic.time if plog.panic is not None else \
+        (plog.reports[-1].time if plog.reports else None)
+    busy = []
     for row in cpus.itertuples():
         cpu = int(row.cpu)
         if cpu == panic_cpu or int(row.cs) & 3:  # the panic CPU, or a CPU in user mode
@@ -410,35 +440,18 @@ def _find_spinner(an: _Analysis, plog: PanicLog, symptom: Culprit) -> dict | Non
         if not len(cur) or int(cur["pid"].iloc[0]) == 0:
             continue
         task = cur.iloc[0]
-        running = None
+        seconds = None
         if crash_time is not None and pd.notna(task.get("last_run")):
-            running = (crash_time - task["last_run"]).total_seconds()
-        if running is None or running < SPIN_SECONDS:
-            continue
-        func = f"{sym.name}+{sym.offset:#x}"
-        c = Culprit(pid=int(task["pid"]), comm=str(task["comm"]), cpu=cpu, function=func,
-                    module=sym.module)
-        spin = {"culprit": c, "seconds": running, "task_address": int(task["address"])}
-        an.add("cpu", f"CPU {cpu} ran {c.comm} (pid {c.pid}) in kernel mode at {func}"
-               + (f" [{sym.module}]" if sym.module else "") + f" for {running:.1f} s without "
-               "scheduling", "a CPU that never schedules starves everything that waits for it",
-               cpu=cpu, pid=c.pid)
-        if best is None or running > best["seconds"]:
-            best = spin
-    if best is None:
-        return None
-    if symptom.pid is not None:
-        lock = _lock_owned_by(an, symptom.pid, best["task_address"])
-        if lock is not None:
-            best["lock"] = lock
-            an.add("lock", f"{symptom.comm} (pid {symptom.pid}) waits on a lock at {lock:#x} "
-                   f"owned by {best['culprit'].comm} (pid {best['culprit'].pid})",
-                   "ties the blocked task to the spinning one", pid=symptom.pid)
-    return best
+            seconds = (crash_time - task["last_run"]).total_seconds()
+        busy.append({"culprit": Culprit(pid=int(task["pid"]), comm=str(task["comm"]), cpu=cpu,
+                                        function=f"{sym.name}+{sym.offset:#x}", module=sym.module),
+                     "seconds": seconds, "task_address": int(task["address"])})
+    return busy
 
 
-def _lock_owned_by(an: _Analysis, pid: int, owner_task: int) -> int | None:
-    """A mutex/rw-semaphore referenced from the blocked task's stack whose owner is `owner_task`.
+def _lock_owner(an: _Analysis, pid: int, owners: set[int]) -> tuple[int, int] | None:
+    """(lock address, owner task) for a mutex/rw-semaphore referenced from the blocked task's
+    stack whose owner is one of `owners` (task_struct addresses).
 
     The owner field holds the task_struct pointer with flag bits in the low 3 bits.
     """
@@ -457,28 +470,29 @@ def _lock_owned_by(an: _Analysis, pid: int, owner_task: int) -> int | None:
     stack = an.get("task stack", lambda: k.object(task_addr, "struct task_struct").member("stack"))
     if not stack or not offsets:
         return None
-    data = an.get("stack contents", lambda: k.read(stack, 16384))
+    data = an.get("stack contents", lambda: k.read(stack, THREAD_SIZE))
     if data is None:
         return None
     seen: set[int] = set()
     for (word,) in struct.iter_unpack("<Q", data):
-        if word < 0xFFFF800000000000 or word in seen:
+        if word < KERNEL_SPACE or word in seen:
             continue
         seen.add(word)
         for off in offsets:
             try:
-                owner = k.read_u64(word + off)
+                owner = k.read_u64(word + off) & ~7
             except KdnbError:
                 break
-            if owner & ~7 == owner_task:
-                return word
+            if owner in owners:
+                return word, owner
     return None
 
 
 def _cascade_chain(symptom_cat: str, spin: dict, blocked: Culprit, plog: PanicLog) -> list[dict]:
     sc = spin["culprit"]
-    chain = [{"role": "root", "what": f"{sc.comm} (pid {sc.pid}) spins in kernel mode on CPU "
-              f"{sc.cpu} at {sc.function} for {spin['seconds']:.1f} s without scheduling"}]
+    held = f" for {spin['seconds']:.1f} s" if spin["seconds"] is not None else ""
+    chain = [{"role": "root", "what": f"{sc.comm} (pid {sc.pid}) keeps CPU {sc.cpu} busy in "
+              f"kernel mode at {sc.function}{held}"}]
     if spin.get("lock"):
         chain.append({"role": "effect", "what": f"{blocked.comm} (pid {blocked.pid}) waits for "
                       f"a lock at {spin['lock']:#x} held by {sc.comm}"})
