@@ -52,6 +52,7 @@ WAIT_FUNCS = ("__schedule", "schedule", "io_schedule", "preempt_schedule", "__pf
               "__mutex_lock", "mutex_lock", "__rt_mutex", "rt_mutex", "rwsem_down", "down_read",
               "down_write", "__down", "down", "percpu_rwsem_wait", "__percpu_down_read",
               "percpu_down_read", "folio_wait", "wait_on_page", "bit_wait", "out_of_line_wait")
+RESCHED_FUNCS = ("_cond_resched", "__cond_resched", "preempt_schedule_common", "cond_resched")
 PANIC_FUNCS = ("panic", "dump_stack", "dump_stack_lvl", "crash_setup_regs", "__crash_kexec",
                "crash_kexec", "vpanic", "__warn", "report_bug", "handle_bug", "exc_invalid_op",
                "asm_exc_invalid_op", "warn_slowpath_fmt")
@@ -204,15 +205,17 @@ def root_cause(dump: "Dump") -> RootCause:
     confidence = 0.9 if report is not None or plog.panic is not None else 0.3
     if category == "unknown":
         confidence = 0.2
-    if category in ("hung-task", "rcu-stall"):
-        spin = _find_spinner(an, plog, culprit)
-        if spin is not None:
-            alternatives.append((category, "the log reports this symptom; the spinning CPU is "
-                                 "what caused it"))
-            chain = _cascade_chain(category, spin, culprit, plog)
-            category = "soft-lockup"
-            culprit = spin["culprit"]
-            confidence = 0.85 if spin.get("lock") else 0.6
+    if category == "hung-task":
+        blocker = _find_blocker(an, plog, culprit)
+        if blocker is not None:
+            chain = _cascade_chain(blocker, culprit, plog)
+            if blocker["busy"]:
+                alternatives.append((category, "the log reports this symptom; the busy task "
+                                     "that blocks it is the cause"))
+                category = "soft-lockup"
+            culprit = blocker["culprit"]
+            confidence = 0.85 if blocker.get("lock") else 0.6
+    _add_taints(an, culprit)
     if category in OOPS_CLASSES + ("panic-call",) and culprit.module:
         _module_evidence(an, culprit)
     if category == "oom":
@@ -265,18 +268,18 @@ def _message(plog: PanicLog, report: Report | None) -> str:
 
 # -- the culprit -----------------------------------------------------------------------------
 
+def _add_taints(an: _Analysis, c: Culprit) -> None:
+    """The taint letters of the culprit's module (O out-of-tree, E unsigned, ...)."""
+    if not c.module:
+        return
+    mods = an.get("modules", lambda: an.dump.modules)
+    if mods is not None and "taints" in mods:
+        row = mods[mods["name"] == c.module]
+        if len(row):
+            c.module_taints = str(row["taints"].iloc[0])
+
+
 def _culprit(an: _Analysis, category: str, report: Report | None, plog: PanicLog) -> Culprit:
-    c = _culprit_task(an, category, report, plog)
-    if c.module:
-        mods = an.get("modules", lambda: an.dump.modules)
-        if mods is not None and "taints" in mods:
-            row = mods[mods["name"] == c.module]
-            if len(row):
-                c.module_taints = str(row["taints"].iloc[0])
-    return c
-
-
-def _culprit_task(an: _Analysis, category: str, report: Report | None, plog: PanicLog) -> Culprit:
     c = Culprit()
     ctx = report if report is not None and report.cpu is not None else plog.panic
     if ctx is not None and ctx.cpu is not None:
@@ -389,33 +392,65 @@ def _memory_evidence(an: _Analysis) -> None:
 
 # -- cascades ----------------------------------------------------------------------------------
 
-def _find_spinner(an: _Analysis, plog: PanicLog, symptom: Culprit) -> dict | None:
-    """The CPU behind a blocked task: one that holds the lock the task waits for, or that ran
-    one kernel task for seconds without scheduling."""
-    busy = _busy_cpus(an, plog)
-    if not busy:
+def _find_blocker(an: _Analysis, plog: PanicLog, blocked: Culprit) -> dict | None:
+    """What a hung task waits behind: the owner of the lock it waits for (found from its stack),
+    else a CPU that ran one kernel task for seconds without scheduling.
+
+    Returns {culprit, busy (it was running or runnable), seconds, lock} or None.
+    """
+    tasks = an.get("tasks", lambda: an.dump.tasks)
+    if tasks is None:
         return None
-    chosen, lock = None, None
-    if symptom.pid is not None:
-        hit = _lock_owner(an, symptom.pid, {b["task_address"] for b in busy})
+    busy = {b["task_address"]: b for b in _busy_cpus(an, plog)}
+    found = None
+    if blocked.pid is not None:
+        addresses = set(int(a) for a in tasks["address"].dropna())
+        hit = _lock_owner(an, blocked.pid, addresses)
         if hit is not None:
             lock, owner = hit
-            chosen = next(b for b in busy if b["task_address"] == owner)
-    if chosen is None:
-        long_runs = [b for b in busy if b["seconds"] is not None and b["seconds"] >= SPIN_SECONDS]
+            found = busy.get(owner) or _task_blocker(an, tasks, owner)
+            if found is not None:
+                found["lock"] = lock
+    if found is None:
+        long_runs = [b for b in busy.values() if b["seconds"] is not None and b["seconds"] >= SPIN_SECONDS]
         if not long_runs:
             return None
-        chosen = max(long_runs, key=lambda b: b["seconds"])
-    c = chosen["culprit"]
-    held = f" for {chosen['seconds']:.1f} s" if chosen["seconds"] is not None else ""
-    an.add("cpu", f"CPU {c.cpu} runs {c.comm} (pid {c.pid}) in kernel mode at {c.function}"
-           + (f" [{c.module}]" if c.module else "") + f"{held} since it last arrived on the CPU",
-           "a CPU busy in one kernel task starves what waits for it", cpu=c.cpu, pid=c.pid)
-    if lock is not None:
-        chosen["lock"] = lock
-        an.add("lock", f"{symptom.comm} (pid {symptom.pid}) waits on a lock at {lock:#x} owned by "
-               f"{c.comm} (pid {c.pid})", "ties the blocked task to the busy one", pid=symptom.pid)
-    return chosen
+        found = max(long_runs, key=lambda b: b["seconds"])
+    c = found["culprit"]
+    where = f" on CPU {c.cpu}" if found.get("on_cpu") else ""
+    held = f" for {found['seconds']:.1f} s" if found.get("seconds") is not None else ""
+    an.add("task", f"{c.comm} (pid {c.pid}, state {found['state']}) is at {c.function}"
+           + (f" [{c.module}]" if c.module else "") + where
+           + (f", running{held} since it last arrived on the CPU" if found.get("on_cpu") else ""),
+           "the task the blocked one waits behind", cpu=c.cpu, pid=c.pid)
+    if found.get("lock") is not None:
+        name = an.get("lock symbol", lambda: an.dump.symbolize(found["lock"]))
+        an.add("lock", f"{blocked.comm} (pid {blocked.pid}) waits on the lock at {found['lock']:#x}"
+               + (f" ({name})" if name and not name.startswith("0x") else "") + " "
+               f"owned by {c.comm} (pid {c.pid})", "ties the blocked task to its blocker",
+               pid=blocked.pid)
+    return found
+
+
+def _task_blocker(an: _Analysis, tasks: pd.DataFrame, address: int) -> dict | None:
+    """A lock owner that was not on a CPU at the crash: where its own stack says it is."""
+    row = tasks[tasks["address"] == address]
+    if not len(row):
+        return None
+    task = row.iloc[0]
+    pid = int(task["pid"])
+    c = Culprit(pid=pid, comm=str(task["comm"]), cpu=int(task["cpu"]) if pd.notna(task["cpu"]) else None)
+    bt = an.get(f"backtrace of pid {pid}", lambda: an.dump.backtrace(pid=pid))
+    if bt is not None:
+        for fr in bt.itertuples():
+            fn = str(fr.function)
+            if fn and not fn.startswith(WAIT_FUNCS + RESCHED_FUNCS):
+                c.function = f"{fn}+{int(fr.offset):#x}" if pd.notna(fr.offset) else fn
+                c.module = None if pd.isna(fr.module) else str(fr.module)
+                break
+    state = str(task["state"])
+    return {"culprit": c, "busy": state == "R", "seconds": None, "task_address": address,
+            "state": state, "on_cpu": False}
 
 
 def _busy_cpus(an: _Analysis, plog: PanicLog) -> list[dict]:
@@ -445,15 +480,18 @@ def _busy_cpus(an: _Analysis, plog: PanicLog) -> list[dict]:
             seconds = (crash_time - task["last_run"]).total_seconds()
         busy.append({"culprit": Culprit(pid=int(task["pid"]), comm=str(task["comm"]), cpu=cpu,
                                         function=f"{sym.name}+{sym.offset:#x}", module=sym.module),
-                     "seconds": seconds, "task_address": int(task["address"])})
+                     "busy": True, "seconds": seconds, "task_address": int(task["address"]),
+                     "state": str(task["state"]), "on_cpu": True})
     return busy
 
 
 def _lock_owner(an: _Analysis, pid: int, owners: set[int]) -> tuple[int, int] | None:
-    """(lock address, owner task) for a mutex/rw-semaphore referenced from the blocked task's
-    stack whose owner is one of `owners` (task_struct addresses).
+    """(lock address, owner task) of the mutex or rw-semaphore the blocked task waits on.
 
-    The owner field holds the task_struct pointer with flag bits in the low 3 bits.
+    Candidates are the pointers on the blocked task's stack. A candidate is that lock only if
+    its `wait_list` links to a waiter on this very stack (the kernel queues the waiter there)
+    and its `owner` (a task_struct pointer with flag bits in the low 3 bits) is one of
+    `owners`, other than the blocked task itself.
     """
     dump = an.dump
     k = dump.kernel
@@ -462,44 +500,55 @@ def _lock_owner(an: _Analysis, pid: int, owners: set[int]) -> tuple[int, int] | 
     if not len(row):
         return None
     task_addr = int(row["address"].iloc[0])
-    offsets = []
+    layouts = []
     for tname in ("struct mutex", "struct rw_semaphore"):
-        off = an.get(f"{tname}.owner", lambda t=tname: k.type(t).member("owner").offset)
-        if off is not None:
-            offsets.append(off)
+        offs = an.get(f"{tname} layout", lambda t=tname: (k.type(t).offsetof("owner"),
+                                                            k.type(t).offsetof("wait_list")))
+        if offs is not None:
+            layouts.append(offs)
     stack = an.get("task stack", lambda: k.object(task_addr, "struct task_struct").member("stack"))
-    if not stack or not offsets:
+    if not stack or not layouts:
         return None
     data = an.get("stack contents", lambda: k.read(stack, THREAD_SIZE))
     if data is None:
         return None
+
+    def on_stack(addr: int) -> bool:
+        return stack <= addr < stack + THREAD_SIZE
+
     seen: set[int] = set()
     for (word,) in struct.iter_unpack("<Q", data):
-        if word < KERNEL_SPACE or word in seen:
+        if word < KERNEL_SPACE or word in seen or on_stack(word):
             continue
         seen.add(word)
-        for off in offsets:
+        for owner_off, wait_off in layouts:
             try:
-                owner = k.read_u64(word + off) & ~7
+                owner = k.read_u64(word + owner_off) & ~7
+                nxt, prv = struct.unpack("<QQ", k.read(word + wait_off, 16))
             except KdnbError:
                 break
-            if owner in owners:
+            if owner in owners and owner != task_addr and (on_stack(nxt) or on_stack(prv)):
                 return word, owner
     return None
 
 
-def _cascade_chain(symptom_cat: str, spin: dict, blocked: Culprit, plog: PanicLog) -> list[dict]:
-    sc = spin["culprit"]
-    held = f" for {spin['seconds']:.1f} s" if spin["seconds"] is not None else ""
-    chain = [{"role": "root", "what": f"{sc.comm} (pid {sc.pid}) keeps CPU {sc.cpu} busy in "
-              f"kernel mode at {sc.function}{held}"}]
-    if spin.get("lock"):
+def _cascade_chain(blocker: dict, blocked: Culprit, plog: PanicLog) -> list[dict]:
+    bc = blocker["culprit"]
+    if blocker.get("on_cpu"):
+        held = f" for {blocker['seconds']:.1f} s" if blocker["seconds"] is not None else ""
+        what = f"{bc.comm} (pid {bc.pid}) keeps CPU {bc.cpu} busy in kernel mode at {bc.function}{held}"
+    elif blocker["busy"]:
+        what = f"{bc.comm} (pid {bc.pid}) loops in kernel mode at {bc.function}, only yielding the CPU"
+    else:
+        what = f"{bc.comm} (pid {bc.pid}) sleeps (state {blocker['state']}) at {bc.function}"
+    chain = [{"role": "root", "what": what}]
+    if blocker.get("lock") is not None:
         chain.append({"role": "effect", "what": f"{blocked.comm} (pid {blocked.pid}) waits for "
-                      f"a lock at {spin['lock']:#x} held by {sc.comm}"})
+                      f"the lock at {blocker['lock']:#x} that {bc.comm} holds"})
     elif blocked.pid is not None:
         chain.append({"role": "effect", "what": f"{blocked.comm} (pid {blocked.pid}) cannot make "
                       "progress while that CPU never schedules"})
-    chain.append({"role": "symptom", "what": f"the {symptom_cat} detector reported it"
+    chain.append({"role": "symptom", "what": "the hung-task detector reported it"
                   + (f": {plog.reports[-1].headline}" if plog.reports else "")})
     if plog.panic is not None:
         chain.append({"role": "end", "what": plog.panic.headline})
