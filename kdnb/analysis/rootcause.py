@@ -52,6 +52,11 @@ WAIT_FUNCS = ("__schedule", "schedule", "io_schedule", "preempt_schedule", "__pf
               "__mutex_lock", "mutex_lock", "__rt_mutex", "rt_mutex", "rwsem_down", "down_read",
               "down_write", "__down", "down", "percpu_rwsem_wait", "__percpu_down_read",
               "percpu_down_read", "folio_wait", "wait_on_page", "bit_wait", "out_of_line_wait")
+# The allocator and OOM-killer path: an OOM culprit is what asked for the memory.
+OOM_FUNCS = ("dump_header", "out_of_memory", "oom_kill", "__alloc_pages", "alloc_pages",
+             "__folio_alloc", "folio_alloc", "vma_alloc_folio", "alloc_pages_mpol",
+             "__handle_mm_fault", "handle_mm_fault", "do_user_addr_fault", "exc_page_fault",
+             "do_anonymous_page", "policy_node", "pagefault_out_of_memory")
 RESCHED_FUNCS = ("_cond_resched", "__cond_resched", "preempt_schedule_common", "cond_resched")
 PANIC_FUNCS = ("panic", "dump_stack", "dump_stack_lvl", "crash_setup_regs", "__crash_kexec",
                "crash_kexec", "vpanic", "__warn", "report_bug", "handle_bug", "exc_invalid_op",
@@ -304,7 +309,7 @@ def _culprit(an: _Analysis, category: str, report: Report | None, plog: PanicLog
     elif report is not None or plog.panic is not None:
         trace = (report if report is not None and report.trace else plog.panic).reliable_trace() \
             if (report is not None and report.trace) or plog.panic is not None else []
-        frame = _first_not(trace, PANIC_FUNCS)
+        frame = _first_not(trace, PANIC_FUNCS + (OOM_FUNCS if category == "oom" else ()))
         if frame is not None:
             c.function, c.module = f"{frame.function}+{frame.offset:#x}", frame.module
     if c.cpu is None or c.function is None:
@@ -380,9 +385,15 @@ def _module_evidence(an: _Analysis, c: Culprit) -> None:
 def _memory_evidence(an: _Analysis) -> None:
     mem = an.get("meminfo", lambda: an.dump.meminfo)
     if mem is not None and len(mem):
-        for row in mem.head(6).itertuples():
-            an.add("memory", f"{row[1]}: {getattr(row, 'bytes', '')} bytes",
-                   "memory counters at the crash")
+        for item in ("total", "free", "used", "anon", "slab_unreclaimable", "page_tables"):
+            if item in mem.index:
+                an.add("memory", f"{item}: {int(mem.loc[item, 'bytes']) >> 20} MiB",
+                       "memory counters at the crash")
+    tasks = an.get("tasks", lambda: an.dump.tasks)
+    if tasks is not None and "rss_pages" in tasks:
+        for row in tasks.dropna(subset=["rss_pages"]).nlargest(3, "rss_pages").itertuples():
+            an.add("memory", f"{row.comm} (pid {row.pid}) holds {int(row.rss_pages)} resident pages",
+                   "largest memory users at the crash", pid=int(row.pid))
     slab = an.get("slab", lambda: an.dump.slab)
     if slab is not None and len(slab):
         for row in slab.sort_values("total_bytes", ascending=False).head(5).itertuples():
