@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -104,3 +105,19 @@ def test_every_category_explained() -> None:
     assert set(CATEGORIES) == set(EXPLANATIONS)
     assert all(EXPLANATIONS[c].endswith(".") for c in CATEGORIES)
     assert panic_reason("Fatal exception in interrupt") == "oops-followup"
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+def test_cascade_root_is_the_lock_holder(tmp_path: Path) -> None:
+    """A real cascade: the hung-task panic is the symptom, the spinning lock holder the root."""
+    import kdnb.lab
+
+    path = kdnb.lab.make("cascade", kernel="6.1", out_dir=tmp_path / "out", progress=None)
+    with kdnb.open(path) as d:
+        rc = d.root_cause()
+    assert rc.category == "soft-lockup"
+    assert rc.culprit.comm == "kdnb_holder" and rc.culprit.module == "kdnb_crash"
+    assert [step["role"] for step in rc.chain] == ["root", "effect", "symptom", "end"]
+    assert ("hung-task", rc.alternatives[0][1]) == rc.alternatives[0]
+    assert "kdnb_lock" in " ".join(rc.evidence["text"])
