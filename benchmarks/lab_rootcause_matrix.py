@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--kernels", default="6.1,6.12")
     ap.add_argument("--scenarios", default=",".join(EXPECTED))
     ap.add_argument("--keep", action="store_true", help="keep the dumps")
+    ap.add_argument("--reuse", action="store_true",
+                    help="classify dumps already in the output folder instead of making them")
     args = ap.parse_args()
     known = set(list_scenarios())
     rows = []
@@ -51,8 +53,10 @@ def main() -> None:
                 continue
             out = Path(args.out) / f"k{kernel}-{scenario}"
             t0 = time.perf_counter()
+            existing = sorted(out.glob("vmcore.*")) if args.reuse else []
             try:
-                path = make(scenario, kernel=kernel, out_dir=out, progress=lambda s: None)
+                path = existing[0] if existing else \
+                    make(scenario, kernel=kernel, out_dir=out, progress=lambda s: None)
             except Exception as exc:  # report the failed run and go on
                 rows.append((scenario, kernel, EXPECTED[scenario], f"lab failed: {exc}"[:60], "", "",
                              time.perf_counter() - t0))
@@ -67,7 +71,7 @@ def main() -> None:
             rows.append((scenario, kernel, EXPECTED[scenario], rc.category, culprit,
                          expected_culprit(truth), secs))
             print(rows[-1], flush=True)
-            if not args.keep:
+            if not args.keep and not existing:
                 shutil.rmtree(out, ignore_errors=True)
     print("\n| scenario | kernel | expected | found | culprit | ground truth | lab s |")
     print("|---|---|---|---|---|---|---|")
