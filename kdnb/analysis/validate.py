@@ -1154,6 +1154,8 @@ def _walk_slab_caches(k: Any, failures: list[BaseException]) -> dict[str, Any]:
         nr_nodes = max(1, min(64, k.read_u32(k.symbol("nr_node_ids"))))
     except KdnbError:
         nr_nodes = 1
+    if node_off is not None:  # the kernel allocates kmem_cache only up to node[nr_node_ids]
+        size = min(size, node_off + 8 * nr_nodes)
     lists = [m for m in ("partial", "full") if node_t is not None and node_t.has_member(m)]
     stats = {"read": 0, "failed": 0, "slabs": 0, "slabs_failed": 0}
     budget = [WALK_LIMIT]
