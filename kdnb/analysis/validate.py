@@ -1150,6 +1150,7 @@ def _walk_slab_caches(k: Any, failures: list[BaseException]) -> dict[str, Any]:
     except KdnbError:
         pass
     node_off = kc.offsetof("node") if kc.has_member("node") else None
+    name_off = kc.offsetof("name") if kc.has_member("name") else None
     try:
         nr_nodes = max(1, min(64, k.read_u32(k.symbol("nr_node_ids"))))
     except KdnbError:
@@ -1165,6 +1166,10 @@ def _walk_slab_caches(k: Any, failures: list[BaseException]) -> dict[str, Any]:
         addr = node - off
         before = len(failures)
         data = _try_read(k, addr, size, failures)
+        if data is not None and name_off is not None:  # the name is a kmalloc'ed string
+            (name_ptr,) = struct.unpack_from("<Q", data, name_off)
+            if name_ptr:
+                _try_read(k, name_ptr, 1, failures)
         if data is not None and node_off is not None and node_t is not None:
             ptrs = struct.unpack_from(f"<{nr_nodes}Q", data, node_off)
             for p in ptrs:
