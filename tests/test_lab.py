@@ -339,3 +339,18 @@ def test_lab_end_to_end(tmp_path):
     assert gt["observed_panic_message_console"] == gt["expected_panic_message"]
     assert gt["crash_context_cpu_pid_comm"]["comm"] == "kdnb_trigger"
     assert read_vmcoreinfo(path)["OSRELEASE"] == gt["kernel_release"]
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+def test_lab_five_level_paging(tmp_path):
+    """A la57 guest: kdnb translates through 5-level page tables and reads the kernel."""
+    import kdnb
+    import kdnb.lab
+
+    path = kdnb.lab.make("sysrq", kernel="6.12", cpu="la57", out_dir=tmp_path / "out", progress=None)
+    with kdnb.open(path) as d:
+        assert d.vmcoreinfo["NUMBER(pgtable_l5_enabled)"] == "1"
+        assert d.kernel.pagetable.levels == 5
+        assert len(d.tasks) > 30 and d.root_cause().category == "sysrq"
+        assert d.validate().verdict == "usable"
