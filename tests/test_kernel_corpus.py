@@ -8,6 +8,7 @@ the offset of the member named `size` (byte 24 -> 3), not the struct size.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -15,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import kdnb
-from kdnb.kernel import Kernel
 from kdnb.errors import VmlinuxMismatch
+from kdnb.kernel import Kernel
+from tests.conftest import CORPUS, corpus_dir
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 DUMPS = ["k6.1-sysrq", "k6.1-oops", "k6.12-hung_task", "k6.12-hung_task-degraded"]
 
 
@@ -184,3 +185,19 @@ def test_memory_model(case) -> None:
     assert k.pagetable.walk(page) == k.vtop(page)
     with pytest.raises(kdnb.FaultError):
         k.vtop(0xFFFFFE8000000000)  # an unmapped hole (the LDT remap area)
+
+
+VMLINUX = os.environ.get("KDNB_TEST_VMLINUX")  # the 6.1 -dbg vmlinux, when a developer has it
+
+
+@pytest.mark.skipif(not VMLINUX, reason="set KDNB_TEST_VMLINUX to the 6.1 -dbg vmlinux to run")
+def test_vmlinux_symbols_and_types_agree_with_the_dump_alone() -> None:
+    folder = corpus_dir("k6.1-sysrq")
+    with kdnb.open(folder / "vmcore.kdump-zlib", vmlinux=VMLINUX) as with_vm, \
+            kdnb.open(folder / "vmcore.kdump-zlib") as alone:
+        for name in ("init_task", "linux_banner", "_stext", "slab_caches"):
+            assert with_vm.symbol(name) == alone.symbol(name)
+        assert with_vm.type("struct task_struct").size == alone.type("struct task_struct").size
+        assert set(zip(with_vm.tasks.pid, with_vm.tasks.comm)) == set(zip(alone.tasks.pid, alone.tasks.comm))
+    with pytest.raises(VmlinuxMismatch):
+        kdnb.open(corpus_dir("k6.12-hung_task") / "vmcore.kdump-zlib", vmlinux=VMLINUX).kernel

@@ -11,6 +11,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 from ..errors import FormatError, KdnbError
 from .symbols import SymbolTable
 
+KERNEL_SPACE = 0xFFFF800000000000
 _ELF_TYPE_LETTER = {"STT_FUNC": "t", "STT_OBJECT": "d", "STT_NOTYPE": "t"}
 
 
@@ -42,7 +43,8 @@ def relocate(table: SymbolTable, stext: int) -> SymbolTable:
         return table
     slide = np.uint64((stext - have) & 0xFFFFFFFFFFFFFFFF)
     types = np.frombuffer(table.types, dtype=np.uint8)
-    absolute = (types == ord("A")) | (types == ord("a"))
+    # absolute symbols, and per-CPU ones (offsets into the per-CPU area, listed as 'D'), stay put
+    absolute = (types == ord("A")) | (types == ord("a")) | (table.addresses < np.uint64(KERNEL_SPACE))
     addrs = np.where(absolute, table.addresses, table.addresses + slide)
     return SymbolTable(table.names, addrs, table.types, table.sizes)
 
@@ -69,7 +71,7 @@ class Vmlinux:
         for sec in self.elf.iter_sections():
             if isinstance(sec, NoteSection):
                 for note in sec.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID":
+                    if note["n_name"] == "GNU" and note["n_type"] == "NT_GNU_BUILD_ID":
                         return note["n_desc"]
         return None
 
