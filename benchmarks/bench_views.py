@@ -1,11 +1,14 @@
 """Benchmark the views: open a corpus dump and build tasks + slab + log with nothing cached.
 
     python benchmarks/bench_views.py [DUMP] [--runs N] [--profile]
+        [--drgn-python PY --vmlinux VMLINUX]   # also time drgn side by side
 
 Each run is a fresh process with an empty KDNB_CACHE_DIR (so kallsyms names and the BTF are
 decoded from the dump), timed whole-process (interpreter start and imports included, as
 `time drgn -c ... script` is) and in-process from `kdnb.open` to the three DataFrames.
-Reference: drgn 0.3.0 with the DWARF vmlinux does the same in 0.39 s whole-process.
+Reference: drgn 0.3.0 with the DWARF vmlinux does the same in 0.39 s whole-process; with
+`--drgn-python` (a Python with drgn installed) and `--vmlinux` (the kernel's -dbg vmlinux) it is
+measured here in the same way instead.
 `--profile` prints the top of a cProfile of one in-process run.
 """
 
@@ -33,6 +36,29 @@ tasks, slab, log = d.tasks, d.slab, d.log
 t2 = time.perf_counter()
 print(f"{t1 - t0:.4f} {t2 - t1:.4f} {len(tasks)} {len(slab)} {len(log)}")
 """
+
+
+DRGN_CHILD = r"""
+import sys
+import drgn
+from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.printk import get_printk_records
+from drgn.helpers.linux.slab import for_each_slab_cache, slab_cache_usage
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+prog.load_debug_info([sys.argv[2]])
+tasks = [(t.pid.value_(), t.comm.string_()) for t in for_each_task(prog)]
+slab = [(c.name.string_(), slab_cache_usage(c).active_objs) for c in for_each_slab_cache(prog)]
+log = get_printk_records(prog)
+print(len(tasks), len(slab), len(log))
+"""
+
+
+def drgn_run(python: str, dump: str, vmlinux: str) -> float:
+    """Whole-process seconds of drgn doing tasks + slab + log."""
+    start = time.perf_counter()
+    subprocess.run([python, "-c", DRGN_CHILD, dump, vmlinux], check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def one_run(dump: str) -> tuple[float, float, float, str]:
@@ -68,6 +94,8 @@ def main() -> None:
     ap.add_argument("dump", nargs="?", default=str(DEFAULT))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--drgn-python", help="a Python interpreter with drgn installed")
+    ap.add_argument("--vmlinux", help="the DWARF vmlinux for drgn")
     args = ap.parse_args()
     if not Path(args.dump).exists():
         sys.exit(f"{args.dump} not found (pass a dump path)")
@@ -81,7 +109,11 @@ def main() -> None:
     print(f"whole process, nothing cached: best {whole[0]:.3f} s, median {whole[len(whole) // 2]:.3f} s "
           f"over {args.runs} runs")
     print(f"  of which import kdnb {best[1]:.3f} s, open + tasks + slab + log {best[2]:.3f} s")
-    print(f"drgn 0.3.0 + DWARF reference: {DRGN_SECONDS:.2f} s -> kdnb/drgn ratio {whole[0] / DRGN_SECONDS:.2f}")
+    drgn_best, label = DRGN_SECONDS, "drgn 0.3.0 + DWARF reference"
+    if args.drgn_python and args.vmlinux:
+        drgn_best = min(drgn_run(args.drgn_python, args.dump, args.vmlinux) for _ in range(args.runs))
+        label = "drgn + DWARF measured here, best"
+    print(f"{label}: {drgn_best:.3f} s -> kdnb/drgn ratio {whole[0] / drgn_best:.2f}")
 
 
 if __name__ == "__main__":
