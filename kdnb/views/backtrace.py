@@ -68,33 +68,12 @@ class _Context:
                 out = (pd.NA, pd.NA, pd.NA, f"{pc:#x}")
             else:
                 offset = pc - s.address
-                width = self._printed_size(s) if s.module else s.size
-                size = f"/{width:#x}" if width and width > 0 else ""
+                size = f"/{s.size:#x}" if s.size and s.size > 0 else ""
                 mod = f" [{s.module}]" if s.module else ""
                 out = (source_function(s.name), offset, s.module if s.module else pd.NA,
                        f"{s.name}+{offset:#x}{size}{mod}")
         self._sym[key] = out
         return out
-
-    def _printed_size(self, hit) -> int:
-        """The size the kernel prints for a module symbol: the distance to the next symbol
-        (kernel/module/kallsyms.c find_kallsyms_symbol), not the ELF st_size the symbol table
-        holds (kdnb_do is 0x1c7 bytes long but printed as /0x1d0)."""
-        key = ("size", hit.address)
-        size = self._sym.get(key)
-        if size is None:
-            size = hit.size
-            end = hit.address + max(hit.size, 1)
-            for probe in range(end, end + 512):
-                try:
-                    nxt = self.kernel.lookup(probe)
-                except KdnbError:
-                    break
-                if nxt is not None and nxt.address > hit.address:
-                    size = nxt.address - hit.address
-                    break
-            self._sym[key] = size
-        return size
 
     def task_context(self, address: int) -> tuple[int, int]:
         """(thread.sp, stack) of a task_struct."""
