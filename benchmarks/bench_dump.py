@@ -61,14 +61,21 @@ def measure_open(path: str) -> None:
     """Child process: open the dump, read one page, report time and peak RSS."""
     import kdnb
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _rss_mb()
     t0 = time.perf_counter()
     d = kdnb.open(path)
     opened = time.perf_counter() - t0
     d.read_phys((16 << 20) // 2 * PAGE, 8)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"open_s={opened:.3f} rss_after_imports_mb={base / 1024:.0f} "
-          f"peak_rss_mb={peak / 1024:.0f} rss_growth_mb={(peak - base) / 1024:.0f}")
+    after = _rss_mb()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"open_s={opened:.3f} rss_after_imports_mb={base:.0f} rss_after_open_mb={after:.0f} "
+          f"growth_mb={after - base:.1f} peak_rss_mb={peak:.0f}")
+
+
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def random_reads(path: str, n: int = 20000) -> None:
