@@ -57,10 +57,20 @@ class BTF:
     """A BTF blob with lazily built name index and lazily decoded types.
 
     `positions` (word offsets of the type records, as `scan` returns) can come from a cache.
+
+    With `base`, the blob is *split* BTF (a module's, on top of vmlinux's): its first type id is
+    `len(base)` (the base's last id + 1) and string offsets from the base's string-section length
+    on are its own; smaller ids and offsets are the base's, so its types refer into the base freely.
     """
 
-    def __init__(self, data: bytes, positions: np.ndarray | None = None) -> None:
+    def __init__(self, data: bytes, positions: np.ndarray | None = None, base: "BTF | None" = None,
+                 name: str = "vmlinux") -> None:
         self.data = data
+        self.base = base
+        self.name = name
+        # first type id of this blob (ids below it are the base's; 0 is void) and first string offset
+        self.start_id = len(base) if base is not None else 1
+        self.start_str_off = base.start_str_off + base.header["str_len"] if base is not None else 0
         if positions is None:
             self.header, positions = scan(data)
         else:
@@ -77,14 +87,26 @@ class BTF:
         self._types: dict[int, Type] = {}
 
     def __len__(self) -> int:
-        return len(self.positions)
+        """Number of type ids, void and the base's included (the next blob's first id)."""
+        return self.start_id + len(self.positions) - 1
+
+    def own(self, type_id: int) -> bool:
+        """True when `type_id` is defined in this blob (not in its base)."""
+        return self.start_id <= type_id < len(self)
+
+    def _index(self, type_id: int) -> int:
+        """Index into `positions` of one of this blob's own type ids."""
+        return type_id - self.start_id + 1
 
     # -- strings and headers -----------------------------------------------------------
     def string(self, offset: int) -> str:
         """The NUL-terminated string at `offset` in the string section."""
         if not offset:
             return ""
-        start = self._str_start + offset
+        if offset < self.start_str_off:
+            assert self.base is not None
+            return self.base.string(offset)
+        start = self._str_start + offset - self.start_str_off
         end = self.data.find(b"\0", start, self._str_end)
         return self.data[start:end if end >= 0 else self._str_end].decode("utf-8", "replace")
 
@@ -92,11 +114,14 @@ class BTF:
         """The kind name of a type id."""
         if type_id == 0:
             return "void"
-        return KINDS[(self._wordlist[self.positions[type_id] + 1] >> 24) & 0x1F]
+        if type_id < self.start_id:
+            assert self.base is not None
+            return self.base.kind_of(type_id)
+        return KINDS[(self._wordlist[self.positions[self._index(type_id)] + 1] >> 24) & 0x1F]
 
     # -- lookup ---------------------------------------------------------------------------
     def _header_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """name_off and kind of every type id >= 1 (a union fwd counted as kind union)."""
+        """name_off and kind of every own type id (from start_id; a union fwd counted as kind union)."""
         if self._heads is None:
             pos = self.positions[1:]
             info = self._words[pos + 1]
@@ -106,36 +131,65 @@ class BTF:
             self._heads = (self._words[pos], kinds)
         return self._heads
 
-    def find(self, name: str) -> int:
+    def find(self, name: str, own_only: bool = False) -> int:
         """Type id of a C-spelled type name; raises TypeNotFound.
 
         No global index is built: the name is searched in the (deduplicated) string section and
         its offset matched against all type headers at once with numpy; results are memoised.
+        Split BTF looks at its own types first, then (unless `own_only`) at its base's; a full
+        definition wins over a forward declaration wherever it is.
         """
         key = " ".join(name.split())
         key = _ALIASES.get(key, key)
-        tid = self._found.get(key)
+        memo = (key, own_only)
+        tid = self._found.get(memo)
         if tid is not None:
             return tid
+        best = self._find_own(key)
+        if self.base is not None and not own_only and (best is None or self.kind_of(best) == "fwd"):
+            try:
+                in_base = self.base.find(key)
+            except TypeNotFound:
+                in_base = None
+            if in_base is not None and (best is None or self.base.kind_of(in_base) != "fwd"):
+                best = in_base
+        if best is None:
+            where = f"{self.name} BTF" + (" (own types)" if own_only and self.base is not None else "")
+            raise TypeNotFound(f"no type named {name!r} in {where}")
+        self._found[memo] = best
+        return best
+
+    def _find_own(self, key: str) -> int | None:
+        """`find` among this blob's own types only (None when absent)."""
         prefix, _, bare = key.partition(" ")
         kinds = _NAMESPACES.get(prefix)
         if kinds is None:
             kinds, bare = _UNPREFIXED, key
         name_offs, type_kinds = self._header_arrays()
-        needle = b"\0" + bare.encode() + b"\0"
+        if not len(name_offs):
+            return None
+        wanted = np.isin(type_kinds, kinds)
         best: int | None = None
-        at = self.data.find(needle, self._str_start, self._str_end)
-        while at >= 0 and best is None:
-            ids = np.flatnonzero((name_offs == at + 1 - self._str_start) & np.isin(type_kinds, kinds)) + 1
+        for off in self._string_offsets(b"\0" + bare.encode() + b"\0"):
+            ids = np.flatnonzero((name_offs == off) & wanted) + self.start_id
             for cand in ids.tolist():
                 best = cand
                 if self.kind_of(cand) != "fwd":  # prefer the full definition over a forward one
-                    break
-            at = self.data.find(needle, at + 1, self._str_end)
-        if best is None:
-            raise TypeNotFound(f"no type named {name!r} in BTF")
-        self._found[key] = best
+                    return best
+            if best is not None:
+                return best
         return best
+
+    def _string_offsets(self, needle: bytes):
+        """Offsets (as type headers spell them) of `needle[1:-1]` in this blob's and its bases'
+        string sections: split BTF may name its types with strings of the base."""
+        btf: BTF | None = self
+        while btf is not None:
+            at = btf.data.find(needle, btf._str_start, btf._str_end)
+            while at >= 0:
+                yield at + 1 - btf._str_start + btf.start_str_off
+                at = btf.data.find(needle, at + 1, btf._str_end)
+            btf = btf.base
 
     def type(self, key: "int | str") -> Type:
         """A Type by id or by C-spelled name ("struct task_struct", "unsigned long", "char *")."""
@@ -143,6 +197,8 @@ class BTF:
             target = self.type(key.rstrip()[:-1])
             return Type(self, -1, "ptr", "", None, target_id=target.id)
         tid = self.find(key) if isinstance(key, str) else key
+        if tid < self.start_id and self.base is not None:
+            return self.base.type(tid)
         t = self._types.get(tid)
         if t is None:
             t = self._decode(tid)
@@ -153,10 +209,10 @@ class BTF:
     def _decode(self, tid: int) -> Type:
         if tid == 0:
             return Type(self, 0, "void", "", 0)
-        if not 0 < tid < len(self.positions):
-            raise TypeNotFound(f"BTF type id {tid} out of range")
+        if not self.own(tid):
+            raise TypeNotFound(f"BTF type id {tid} out of range for {self.name} BTF")
         w = self._wordlist
-        p = int(self.positions[tid])
+        p = int(self.positions[self._index(tid)])
         name_off, info, size_or_type = w[p], w[p + 1], w[p + 2]
         kind = (info >> 24) & 0x1F
         vlen = info & 0xFFFF
