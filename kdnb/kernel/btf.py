@@ -63,7 +63,7 @@ class BTF:
     on are its own; smaller ids and offsets are the base's, so its types refer into the base freely.
     """
 
-    def __init__(self, data: bytes, positions: np.ndarray | None = None, base: "BTF | None" = None,
+    def __init__(self, data: bytes, positions: np.ndarray | None = None, base: BTF | None = None,
                  name: str = "vmlinux") -> None:
         self.data = data
         self.base = base
@@ -191,7 +191,7 @@ class BTF:
                 at = btf.data.find(needle, at + 1, btf._str_end)
             btf = btf.base
 
-    def type(self, key: "int | str") -> Type:
+    def type(self, key: int | str) -> Type:
         """A Type by id or by C-spelled name ("struct task_struct", "unsigned long", "char *")."""
         if isinstance(key, str) and key.rstrip().endswith("*"):
             target = self.type(key.rstrip()[:-1])

@@ -41,7 +41,7 @@ class BTFSource(NamedTuple):
     start_str_off: int | None
 
 
-def module_types(kernel: "Kernel") -> "ModuleBTF":
+def module_types(kernel: Kernel) -> ModuleBTF:
     """The module BTF registry of `kernel` (made on first use, kept on the kernel object)."""
     reg = kernel.__dict__.get(_ATTR)
     if reg is None:
@@ -59,11 +59,11 @@ class ModuleBTF:
     to the kernel's `warnings`).
     """
 
-    def __init__(self, kernel: "Kernel") -> None:
+    def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self._sources: dict[str, BTFSource] | None = None
         self._btfs: dict[str, BTF | None] = {}
-        self.missing: list[str] = []
+        self._missing: list[str] = []
         self.problems: list[str] = []
         self.parse_seconds: dict[str, float] = {}
 
@@ -74,6 +74,13 @@ class ModuleBTF:
         if self._sources is None:
             self._sources = self._find_sources()
         return self._sources
+
+    @property
+    def missing(self) -> list[str]:
+        """Loaded modules without BTF (built without it: out of tree, no pahole)."""
+        if self._sources is None:
+            self._sources = self._find_sources()
+        return self._missing
 
     def _find_sources(self) -> dict[str, BTFSource]:
         k = self.kernel
@@ -93,7 +100,7 @@ class ModuleBTF:
             if m.name in found:
                 continue
             if not has_btf:  # kernel without CONFIG_DEBUG_INFO_BTF_MODULES
-                self.missing.append(m.name)
+                self._missing.append(m.name)
                 continue
             try:
                 mod = k.object(m.address, mod_t)
@@ -108,7 +115,7 @@ class ModuleBTF:
                 if size:
                     self._problem(f"module {m.name}: {size} bytes of BTF but not on btf_modules "
                                   f"(the kernel did not accept it)")
-                self.missing.append(m.name)
+                self._missing.append(m.name)
         return found
 
     def _from_btf_modules(self, by_address: dict[int, str]) -> dict[str, BTFSource]:
@@ -164,6 +171,10 @@ class ModuleBTF:
         if src is None:
             return None
         base = self.kernel.btf
+        if not isinstance(base, BTF):
+            self._problem(f"module {module}: vmlinux types do not come from BTF here, so there is no "
+                          f"base for the module's split BTF")
+            return None
         if not 0 < src.size <= MAX_MODULE_BTF:
             self._problem(f"module {module}: implausible BTF size {src.size}")
             return None
@@ -185,7 +196,7 @@ class ModuleBTF:
         return btf
 
     # -- lookup ----------------------------------------------------------------------------
-    def type(self, name: str, module: str | None = None, fallback: "Type | None" = None) -> "Type":
+    def type(self, name: str, module: str | None = None, fallback: Type | None = None) -> Type:
         """A type by C name from `module`'s BTF (its own types first, then vmlinux's), or, without
         `module`, the first loaded module defining it. A forward declaration is returned only when
         no module has the full definition: `fallback` (vmlinux's answer, possibly a fwd) then."""
@@ -194,7 +205,7 @@ class ModuleBTF:
         bare = name.rstrip()
         pointer = bare.endswith("*")
         target = bare[:-1] if pointer else bare
-        fwd: "Type | None" = None
+        fwd: Type | None = None
         for mod in self.sources:
             try:
                 btf = self.btf(mod)
