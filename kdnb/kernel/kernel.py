@@ -32,15 +32,20 @@ class Kernel:
     """The dumped kernel: `read`/`vtop` through its page tables, kallsyms symbols, BTF types.
 
     Symbols come from VMCOREINFO's kallsyms tables (or `system_map`/`vmlinux` when given), types
-    from the BTF between `__start_BTF` and `__stop_BTF` (or the vmlinux `.BTF` section). Decoded
-    kallsyms names and the BTF index are cached on disk per kernel build (`use_cache=False` to skip).
+    from the BTF between `__start_BTF` and `__stop_BTF` (or the vmlinux `.BTF` section; from the
+    vmlinux DWARF when it has no `.BTF`). `types="dwarf"` (or env `KDNB_TYPES=dwarf`) forces the
+    vmlinux DWARF, `types="btf"` refuses it. Decoded kallsyms names, the BTF index and the DWARF
+    name index are cached on disk per kernel build (`use_cache=False` to skip).
     Problems that do not stop the analysis are listed in `warnings`.
     """
 
     def __init__(self, reader: DumpReader, vmlinux: str | os.PathLike | None = None,
                  system_map: str | os.PathLike | None = None, *, use_cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, types: str | None = None) -> None:
         self.reader = reader
+        self._types_from = (types or os.environ.get("KDNB_TYPES") or "auto").lower()
+        if self._types_from not in ("auto", "btf", "dwarf"):
+            raise ValueError(f"types={self._types_from!r}: expected 'auto', 'btf' or 'dwarf'")
         self.vmcoreinfo = reader.vmcoreinfo
         if not self.vmcoreinfo:
             raise MissingDebugInfo(f"{reader.path}: no VMCOREINFO note; kernel memory cannot be read")
@@ -172,10 +177,14 @@ class Kernel:
         return self._btf
 
     def _load_btf(self) -> BTF:
+        if self._types_from == "dwarf" and self._vmlinux is None:
+            raise MissingDebugInfo("types='dwarf' needs vmlinux= (a vmlinux with DWARF)")
         if self._vmlinux is not None:
-            data = self._vmlinux.btf()
+            data = self._vmlinux.btf() if self._types_from != "dwarf" else None
             if data is None:
-                raise MissingDebugInfo(f"{self._vmlinux.path} has no .BTF section (DWARF is not supported yet)")
+                if self._types_from == "btf":
+                    raise MissingDebugInfo(f"{self._vmlinux.path} has no .BTF section (types='btf')")
+                return self._vmlinux.dwarf_types(self._cache_dir, use_cache=self._use_cache)  # type: ignore[return-value]
             return BTF(data)
         try:
             start, stop = self.symbol("__start_BTF"), self.symbol("__stop_BTF")

@@ -1,8 +1,9 @@
-"""Symbols and types from outside the dump: a System.map, or a vmlinux ELF (symtab, .BTF, build id)."""
+"""Symbols and types from outside the dump: a System.map, or a vmlinux ELF (symtab, .BTF, DWARF, build id)."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 from elftools.elf.elffile import ELFFile
@@ -10,6 +11,9 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from ..errors import FormatError, KdnbError
 from .symbols import SymbolTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dwarf import DwarfTypes
 
 KERNEL_SPACE = 0xFFFF800000000000
 _ELF_TYPE_LETTER = {"STT_FUNC": "t", "STT_OBJECT": "d", "STT_NOTYPE": "t"}
@@ -79,6 +83,13 @@ class Vmlinux:
         """The `.BTF` section's bytes, or None."""
         sec = self.elf.get_section_by_name(".BTF")
         return sec.data() if sec is not None else None
+
+    def dwarf_types(self, cache_dir: str | os.PathLike | None = None, *, use_cache: bool = True) -> "DwarfTypes":
+        """Types from the DWARF `.debug_info` (name index cached per build id; see kernel/dwarf.py)."""
+        from .dwarf import DwarfTypes, index_key
+
+        key = index_key(self.build_id, self.path) if use_cache else ""
+        return DwarfTypes(self.elf, cache_key=key, cache_dir=cache_dir)
 
     def symbols(self) -> SymbolTable:
         """Symbols from `.symtab` (link-time addresses, sizes from st_size)."""

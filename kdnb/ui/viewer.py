@@ -350,11 +350,13 @@ def _display_maybe(obj: Any) -> None:
 
 
 def show(dump: Any) -> DumpViewer:
-    """Open the tabbed viewer on a dump (or a dump path) and display it."""
+    """The tabbed viewer on a dump (or a dump path).
+
+    It displays itself as a cell's result (`d.show()` on the last line); keep it in a variable
+    to drive its filters from code, and display it with `display(viewer)`.
+    """
     if isinstance(dump, (str, bytes)) or hasattr(dump, "__fspath__"):
         from ..api import open as open_dump
 
         dump = open_dump(dump)
-    viewer = DumpViewer(dump)
-    _display_maybe(viewer.widget)
-    return viewer
+    return DumpViewer(dump)
