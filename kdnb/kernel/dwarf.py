@@ -50,7 +50,7 @@ def _progress(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[]
     except ImportError:
         tqdm = None
     if tqdm is not None:
-        bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
+        bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False, mininterval=1.0)
         state = {"n": 0}
 
         def update(pos: int) -> None:
@@ -351,8 +351,8 @@ class DwarfTypes:
                 nbytes = _FORM_BYTES.get(ub.form)
                 if ub.form in _CONST_FORMS:
                     value = ub.value
-                    if nbytes is not None and value == (1 << (8 * nbytes)) - 1:
-                        value = -1  # gcc's `[0]`: upper bound -1
+                    if nbytes is not None and nbytes >= 4 and value == (1 << (8 * nbytes)) - 1:
+                        value = -1  # older gcc's `[0]`: upper bound -1 (a data1 255 is a real bound)
                     lower = a["DW_AT_lower_bound"].value if "DW_AT_lower_bound" in a else 0
                     length = max(0, value - lower + 1)
             lengths.append(length)
