@@ -131,7 +131,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def open_types(path: Path, **kwargs) -> DwarfTypes:
-    return DwarfTypes(ELFFile(open(path, "rb")), **kwargs)  # noqa: SIM115 - the ELFFile reads lazily
+    return DwarfTypes(ELFFile(open(path, "rb")), **kwargs)
 
 
 @pytest.fixture(params=sorted(DWARF_FLAGS))
@@ -235,7 +235,7 @@ def test_vmlinux_dwarf_layouts_equal_btf(monkeypatch: pytest.MonkeyPatch) -> Non
     with kdnb.open(folder / "vmcore.kdump-zlib", vmlinux=VMLINUX) as btf_dump:
         btf_tasks = btf_dump.tasks
         k = btf_dump.kernel
-        dwarf = k._vmlinux.dwarf_types(k._cache_dir)  # noqa: SLF001 - the same vmlinux, other types
+        dwarf = k._vmlinux.dwarf_types(k._cache_dir)
         for name in STRUCTS:
             a, b = dwarf.type(name), k.type(name)
             assert (a.size, a.kind) == (b.size, b.kind), name

@@ -14,8 +14,9 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from elftools.elf.elffile import ELFFile
@@ -228,7 +229,7 @@ class DwarfTypes:
             raise TypeNotFound(f"no type named {name!r} in DWARF")
         return off
 
-    def type(self, key: "int | str") -> Type:
+    def type(self, key: int | str) -> Type:
         """A Type by id (DIE offset) or by C-spelled name ("struct task_struct", "char *")."""
         if isinstance(key, str) and key.rstrip().endswith("*"):
             target = self.type(key.rstrip()[:-1])
@@ -251,7 +252,7 @@ class DwarfTypes:
         attrs = die.attributes
         name = _text(attrs["DW_AT_name"].value) if "DW_AT_name" in attrs else ""
         size = attrs["DW_AT_byte_size"].value if "DW_AT_byte_size" in attrs else None
-        mk: Callable[..., Type] = lambda kind, sz, target=0: Type(self, tid, kind, name, sz,  # noqa: E731
+        mk: Callable[..., Type] = lambda kind, sz, target=0: Type(self, tid, kind, name, sz,
                                                                   target_id=target)  # type: ignore[arg-type]
         if tag == "DW_TAG_base_type":
             ate = attrs["DW_AT_encoding"].value if "DW_AT_encoding" in attrs else 0x7

@@ -84,7 +84,7 @@ class Vmlinux:
         sec = self.elf.get_section_by_name(".BTF")
         return sec.data() if sec is not None else None
 
-    def dwarf_types(self, cache_dir: str | os.PathLike | None = None, *, use_cache: bool = True) -> "DwarfTypes":
+    def dwarf_types(self, cache_dir: str | os.PathLike | None = None, *, use_cache: bool = True) -> DwarfTypes:
         """Types from the DWARF `.debug_info` (name index cached per build id; see kernel/dwarf.py)."""
         from .dwarf import DwarfTypes, index_key
 
