@@ -55,7 +55,7 @@ class _Table:
             from itables.widget import ITable
 
             self.itable = ITable(pd.DataFrame(), select=select, pageLength=page_length,
-                                 classes="display compact nowrap")
+                                 lengthMenu=[10, 15, 25, 50, 100], classes="display compact nowrap")
             self.widget = self.itable
         else:
             self.widget = w.Output()
