@@ -926,6 +926,10 @@ class _Context:
                          "no types: tasks, slab and module views are unavailable")
         n = len(btf)
         ev = {"types": n}
+        if type(btf).__name__ == "DwarfTypes":  # a vmlinux without BTF: types from its DWARF
+            ev["source"] = "vmlinux DWARF"
+            return Check("symbols.btf", "symbols", "pass",
+                         f"types from the vmlinux DWARF ({n} named types indexed)", "", ev)
         try:
             ev["btf_bytes"] = k.symbol("__stop_BTF") - k.symbol("__start_BTF")
         except Exception:  # noqa: BLE001
