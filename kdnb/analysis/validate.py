@@ -926,7 +926,9 @@ class _Context:
                          "no types: tasks, slab and module views are unavailable")
         n = len(btf)
         ev = {"types": n}
-        if type(btf).__name__ == "DwarfTypes":  # a vmlinux without BTF: types from its DWARF
+        from ..kernel.dwarf import DwarfTypes
+
+        if isinstance(btf, DwarfTypes):  # a vmlinux without BTF: types from its DWARF
             ev["source"] = "vmlinux DWARF"
             return Check("symbols.btf", "symbols", "pass",
                          f"types from the vmlinux DWARF ({n} named types indexed)", "", ev)
