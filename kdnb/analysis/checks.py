@@ -70,10 +70,11 @@ def format_evidence(evidence: dict[str, Any]) -> str:
 
 
 class CheckTable:
-    """Checks plus a verdict. Subclasses set `AREAS`, `VERDICTS` and `_decide()`."""
+    """Checks plus a verdict. Subclasses set `AREAS`, `VERDICTS`, `EXIT_CODES` and `_decide()`."""
 
     AREAS: list[str] = []
     VERDICTS: list[str] = []
+    EXIT_CODES: dict[str, int] = {}
     title = "checks"
 
     def __init__(self, checks: Iterable[Check], subject: str = "", verdict: str | None = None,
@@ -97,6 +98,11 @@ class CheckTable:
         more = len(fails) + len(warns) - 1
         tail = f" (+{more} more)" if more > 0 else ""
         return f"{first.check}: {first.detail}{tail}"
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit status for this verdict."""
+        return self.EXIT_CODES[self.verdict]
 
     # -- access ------------------------------------------------------------------------
     def __getitem__(self, check_id: str) -> Check:
@@ -140,6 +146,7 @@ class CheckTable:
         return {
             "subject": self.subject,
             "verdict": self.verdict,
+            "exit_code": self.exit_code,
             "summary": self.summary,
             "checks": [{"check": c.check, "area": c.area, "status": c.status, "detail": c.detail,
                         "consequence": c.consequence, "evidence": _jsonable(c.evidence)}

@@ -64,6 +64,7 @@ class Readiness(CheckTable):
 
     AREAS = AREAS
     VERDICTS = VERDICTS
+    EXIT_CODES = EXIT_CODES  # 0 ready, 1 at risk, 2 not ready
     title = "kdump readiness"
 
     def _decide(self) -> str:
@@ -72,16 +73,6 @@ class Readiness(CheckTable):
         if any(c.status in ("fail", "warn") for c in self.items):
             return "at risk"
         return "ready"
-
-    @property
-    def exit_code(self) -> int:
-        """0 ready, 1 at risk, 2 not ready."""
-        return EXIT_CODES[self.verdict]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["exit_code"] = self.exit_code
-        return out
 
 
 # -------------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ class Validation(CheckTable):
 
     AREAS = AREAS
     VERDICTS = VERDICTS
+    EXIT_CODES = EXIT_CODES  # 0 usable, 1 degraded, 2 unusable, 3 not a dump
     title = "capture validation"
 
     def __init__(self, checks, subject: str = "", verdict: str | None = None, summary: str = "",
@@ -103,14 +104,8 @@ class Validation(CheckTable):
             return "degraded"
         return "usable"
 
-    @property
-    def exit_code(self) -> int:
-        """0 usable, 1 degraded, 2 unusable, 3 not a dump."""
-        return EXIT_CODES[self.verdict]
-
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        out["exit_code"] = self.exit_code
         if self.seconds is not None:
             out["seconds"] = round(self.seconds, 3)
         return out
@@ -346,21 +341,13 @@ class _Context:
         reason = self._kernel_error or "the kernel layer is not available"
         return Check(check_id, AREA_OF[check_id], "skip", f"{what} not checked: {reason}")
 
-    def read_u32_symbol(self, name: str) -> int | None:
+    def read_symbol(self, name: str, size: int = 8) -> int | None:
+        """The unsigned `size`-byte value of a kernel variable, or None when unreadable."""
         k = self.kernel()
         if k is None:
             return None
         try:
-            return k.read_u32(k.symbol(name))
-        except Exception:  # noqa: BLE001
-            return None
-
-    def read_u64_symbol(self, name: str) -> int | None:
-        k = self.kernel()
-        if k is None:
-            return None
-        try:
-            return k.read_u64(k.symbol(name))
+            return int.from_bytes(k.read(k.symbol(name), size), "little")
         except Exception:  # noqa: BLE001
             return None
 
@@ -598,7 +585,7 @@ class _Context:
     def check_format_elf32(self) -> Check:
         if not (self.is_elf and getattr(self.reader, "elfclass", 64) == 32):
             return Check("format.elf32", "format", "pass", "64-bit headers: all memory can be described")
-        max_pfn = self.read_u64_symbol("max_pfn")
+        max_pfn = self.read_symbol("max_pfn")
         top = max_pfn * self.reader.page_size if max_pfn else None
         ev = {"kernel_max_pfn": max_pfn, "dump_max_paddr": self.reader.max_pfn * self.reader.page_size}
         if top is None:
@@ -701,11 +688,11 @@ class _Context:
     def check_metadata_prstatus(self) -> Check:
         cpus = self._cpus()
         n = len(cpus)
-        online = self.read_u32_symbol("__num_online_cpus")
+        online = self.read_symbol("__num_online_cpus", 4)
         source = "__num_online_cpus"
         if online is None or not 0 < online <= 8192:
             online = None
-            mask = self.read_u64_symbol("__cpu_online_mask")
+            mask = self.read_symbol("__cpu_online_mask")
             if mask is not None:
                 online, source = bin(mask).count("1"), "__cpu_online_mask"
         if online is None and self.header.get("nr_cpus"):
@@ -736,7 +723,7 @@ class _Context:
         crash_cpu = None
         source = ""
         for sym in ("crashing_cpu", "panic_cpu"):
-            v = self.read_u32_symbol(sym)
+            v = self.read_symbol(sym, 4)
             if v is not None and v < 0x80000000 and v < len(cpus) + 1024:
                 crash_cpu, source = v, sym
                 break
@@ -821,7 +808,7 @@ class _Context:
         pages = st["pages"]
         present = pages.get("present", 0)
         ram = sum(pages.values())
-        totalram = self.read_u64_symbol("_totalram_pages")
+        totalram = self.read_symbol("_totalram_pages")
         ev = {"present_pages": present, "ram_pages": ram, "excluded_pages": pages.get("excluded", 0),
               "truncated_pages": pages.get("truncated", 0), "lost_pages": pages.get("lost", 0),
               "kernel_totalram_pages": totalram}
