@@ -65,3 +65,15 @@ class MissingDebugInfo(KdnbError):
 
 class VmlinuxMismatch(KdnbError):
     """The vmlinux or System.map given is not the kernel of this dump."""
+
+
+class ImplausibleValue(CorruptDump):
+    """A number read from the dump is outside what is physically possible (names file, field, value)."""
+
+    def __init__(self, field: str, value: object, why: str, path: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.path = path
+        where = f"{path}: " if path else ""
+        shown = f"{value:#x}" if isinstance(value, int) and abs(value) > 4096 else repr(value)
+        super().__init__(f"{where}{field} = {shown} is implausible ({why})")
