@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..dump.base import DumpReader
 from ..errors import KdnbError, MissingDebugInfo, SymbolNotFound, VmlinuxMismatch
+from .. import bounds
 from . import cache, kallsyms
 from .btf import BTF
 from .modules import ModuleInfo, module_symbols
@@ -57,17 +58,15 @@ class Kernel:
         self._cache_key = cache.build_key(self.vmcoreinfo, self._uts_version()) if use_cache else ""
         self._cached = (cache.load(self._cache_key, self._cache_dir) or {}) if use_cache else {}
         self._vmlinux = Vmlinux(vmlinux) if vmlinux is not None else None
+        self._system_map = system_map
         self._external_symbols = vmlinux is not None or system_map is not None
-        self._table = self._vmlinux_symbols(system_map)
         self._modules: list[ModuleInfo] | None = None
         self._btf: BTF | None = None
-        try:
-            self.pagetable.set_page_offset(self.read_u64(self.symbol("page_offset_base")))
-        except KdnbError as exc:
-            self.warnings.append(f"direct map base unknown, walking page tables instead ({exc})")
-        self.banner, self.banner_ok = self._check_banner()
-        if self._vmlinux is not None:
-            self._check_vmlinux()
+        self.symbol_source: dict[str, Any] = {}
+        if self._external_symbols:  # refuse a vmlinux / System.map of another kernel at once
+            self._banner  # noqa: B018 - reads and checks linux_banner now
+            if self._vmlinux is not None:
+                self._check_vmlinux()
 
     # -- virtual memory -----------------------------------------------------------------
     def read(self, vaddr: int, size: int) -> bytes:
@@ -103,29 +102,75 @@ class Kernel:
         return self.read_cbytes(vaddr, maxlen).decode("utf-8", "replace")
 
     # -- symbols -----------------------------------------------------------------------
-    def _vmlinux_symbols(self, system_map: str | os.PathLike | None) -> SymbolTable:
-        stext = int(self.vmcoreinfo.get("SYMBOL(_stext)", "0"), 16)
-        if system_map is not None or self._vmlinux is not None:
-            table = read_system_map(system_map) if system_map is not None else self._vmlinux.symbols()
+    @cached_property
+    def _table(self) -> SymbolTable:
+        """vmlinux symbols, loaded on first need (the log and page tables do without them)."""
+        table = self._vmlinux_symbols()
+        try:
+            self.pagetable.set_page_offset(self.read_u64(table.address("page_offset_base")))
+        except KdnbError as exc:
+            self.warnings.append(f"direct map base unknown, walking page tables instead ({exc})")
+        return table
+
+    def _vmlinux_symbols(self) -> SymbolTable:
+        if self._external_symbols:
+            stext = bounds.vmcoreinfo_int(self.vmcoreinfo, "SYMBOL(_stext)", self.reader.path, 0)
+            given = self._system_map if self._system_map is not None else self._vmlinux.path  # type: ignore[union-attr]
+            table = read_system_map(self._system_map) if self._system_map is not None else self._vmlinux.symbols()  # type: ignore[union-attr]
+            self.symbol_source = {"tier": 0, "method": f"given {given}", "verified": ["_stext"]}
             try:
                 return relocate(table, stext)
             except SymbolNotFound:
                 raise VmlinuxMismatch("the given System.map/vmlinux has no _stext symbol") from None
+        raw = self._cached_kallsyms() or self._decode_kallsyms()
+        return SymbolTable(raw.names, raw.addresses, raw.types)
+
+    def _expected(self) -> dict[str, int]:
+        return kallsyms.expected_symbols(self.vmcoreinfo)
+
+    def _cached_kallsyms(self) -> kallsyms.RawSymbols | None:
+        """Names (and, for a scanned kernel, the tables' place) from the on-disk cache,
+        re-checked against the dump; None when absent or not this kernel."""
         names_blob = self._cached.get("kallsyms_names")
-        if names_blob is not None:
+        where = self._cached.get("kallsyms_tables")
+        if names_blob is None or where is None:
+            return None
+        try:
             names = names_blob.tobytes().decode("utf-8").split("\n")
             types = self._cached["kallsyms_types"].tobytes()
-            try:
-                addresses = kallsyms.read_addresses(self.read, self.vmcoreinfo, names)
-                return SymbolTable(names, addresses, types)
-            except KdnbError:
-                self._cached = {}  # not this kernel after all: decode afresh
-        names, types = kallsyms.read_names(self.read, self.vmcoreinfo)
-        table = SymbolTable(names, kallsyms.read_addresses(self.read, self.vmcoreinfo, names), types)
-        self._cached = {"kallsyms_names": np.frombuffer("\n".join(names).encode("utf-8"), np.uint8),
-                        "kallsyms_types": np.frombuffer(types, np.uint8)}
+            tier = int(self._cached["kallsyms_tier"])
+            tables = kallsyms.Tables.from_relative(list(where), self._expected()["_stext"])
+            addresses, encoding, verified = kallsyms.read_addresses(self.read, tables, names, self._expected())
+        except (KdnbError, KeyError, ValueError, UnicodeDecodeError):
+            self._cached = {}  # not this kernel after all: decode afresh
+            return None
+        self._note_source(tier, tables, encoding, verified, cached=True)
+        return kallsyms.RawSymbols(names, addresses, types, encoding, verified)
+
+    def _decode_kallsyms(self) -> kallsyms.RawSymbols:
+        """Tier 1: the tables VMCOREINFO names; tier 2: a scan of the kernel image."""
+        from . import kallsyms_scan
+        path, expected = self.reader.path, self._expected()
+        tables = kallsyms.tables_from_vmcoreinfo(self.vmcoreinfo, path)
+        if tables is not None:
+            tier, raw = 1, kallsyms.decode(self.read, tables, expected, path)
+        else:
+            tier = 2
+            tables, raw = kallsyms_scan.find(self.read, expected, path)
+        self._note_source(tier, tables, raw.encoding, raw.verified, cached=False)
+        self._cached = {"kallsyms_names": np.frombuffer("\n".join(raw.names).encode("utf-8"), np.uint8),
+                        "kallsyms_types": np.frombuffer(raw.types, np.uint8),
+                        "kallsyms_tier": np.array(tier),
+                        "kallsyms_tables": np.array(tables.relative_to(expected["_stext"]), np.int64)}
         self._store_cache()
-        return table
+        return raw
+
+    def _note_source(self, tier: int, tables: kallsyms.Tables, encoding: str,
+                     verified: tuple[str, ...], cached: bool) -> None:
+        method = {1: "kallsyms tables named by VMCOREINFO",
+                  2: "kallsyms tables found by scanning the kernel image"}[tier]
+        self.symbol_source = {"tier": tier, "method": method, "encoding": encoding,
+                              "verified": list(verified), "tables": tables.names, "cached": cached}
 
     def _all_symbols(self) -> SymbolTable:
         """vmlinux symbols plus, once loaded, every module's."""
@@ -302,6 +347,20 @@ class Kernel:
         except (KeyError, ValueError, KdnbError):
             return b""
 
+    @cached_property
+    def _banner(self) -> tuple[str, bool]:
+        return self._check_banner()
+
+    @property
+    def banner(self) -> str:
+        """`linux_banner` as read from the dump ("" when unreadable)."""
+        return self._banner[0]
+
+    @property
+    def banner_ok(self) -> bool:
+        """Whether `linux_banner` names VMCOREINFO's OSRELEASE."""
+        return self._banner[1]
+
     def _check_banner(self) -> tuple[str, bool]:
         """Read `linux_banner` through the page tables and check it names OSRELEASE."""
         try:
@@ -349,7 +408,8 @@ class Kernel:
             cache.store(self._cache_key, self._cached, self._cache_dir)
 
     def __repr__(self) -> str:
-        return f"<kdnb.Kernel {self.release} {len(self._table)} symbols>"
+        loaded = f"{len(self._table)} symbols" if "_table" in self.__dict__ else "symbols not loaded"
+        return f"<kdnb.Kernel {self.release} {loaded}>"
 
     def describe(self) -> dict[str, Any]:
         """Facts for a summary: release, banner check, paging levels, KASLR offset, PAGE_OFFSET."""
