@@ -25,7 +25,9 @@ from .vmlinux import Vmlinux, read_system_map, relocate
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-_UTS_LEN = 65  # __NEW_UTS_LEN + 1: new_utsname is sysname, nodename, release, version, machine
+_UTS_LEN = 65  # __NEW_UTS_LEN + 1
+UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")  # new_utsname
+GIB = 1 << 30
 MODULES_VADDR = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB with KASLR)
 
 
@@ -107,7 +109,9 @@ class Kernel:
         """vmlinux symbols, loaded on first need (the log and page tables do without them)."""
         table = self._vmlinux_symbols()
         try:
-            self.pagetable.set_page_offset(self.read_u64(table.address("page_offset_base")))
+            max_pfn = bounds.count(self.read_u64(table.address("max_pfn")), "max_pfn", 1 << 40, self.reader.path)
+            self.pagetable.set_page_offset(self.read_u64(table.address("page_offset_base")),
+                                           -(-(max_pfn << 12) // GIB) * GIB)
         except KdnbError as exc:
             self.warnings.append(f"direct map base unknown, walking page tables instead ({exc})")
         return table
@@ -338,14 +342,25 @@ class Kernel:
         return (base + int(self.per_cpu_offsets[cpu])) & 0xFFFFFFFFFFFFFFFF
 
     # -- identity --------------------------------------------------------------------------
+    def utsname(self) -> dict[str, str]:
+        """`init_uts_ns.name`: sysname, nodename, release, version, machine, domainname ({} when
+        unreadable). The name sits after a kref before 6.x (no OFFSET(uts_namespace.name) in
+        VMCOREINFO then): it is where the sysname "Linux" is."""
+        try:
+            base = bounds.vmcoreinfo_int(self.vmcoreinfo, "SYMBOL(init_uts_ns)", self.reader.path)
+            offset = bounds.vmcoreinfo_int(self.vmcoreinfo, "OFFSET(uts_namespace.name)", self.reader.path, -1)
+            raw = self.read(base, 6 * _UTS_LEN + 16)
+        except KdnbError:
+            return {}
+        if offset < 0:
+            offset = next((o for o in (0, 4, 8) if raw[o:o + 6] == b"Linux\0"), 0)
+        raw = raw[offset:]
+        return {n: raw[i * _UTS_LEN:(i + 1) * _UTS_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
+                for i, n in enumerate(UTS_FIELDS)}
+
     def _uts_version(self) -> bytes:
         """`init_uts_ns.name.version` (the `#1 SMP ... Debian ...` string), or b"" when unreadable."""
-        try:
-            uts = int(self.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
-            uts += int(self.vmcoreinfo.get("OFFSET(uts_namespace.name)", "0"))
-            return self.read(uts + 3 * _UTS_LEN, _UTS_LEN).split(b"\0", 1)[0]
-        except (KeyError, ValueError, KdnbError):
-            return b""
+        return self.utsname().get("version", "").encode()
 
     @cached_property
     def _banner(self) -> tuple[str, bool]:
