@@ -174,7 +174,8 @@ class Kernel:
         method = {1: "kallsyms tables named by VMCOREINFO",
                   2: "kallsyms tables found by scanning the kernel image"}[tier]
         self.symbol_source = {"tier": tier, "method": method, "encoding": encoding,
-                              "verified": list(verified), "tables": tables.names, "cached": cached}
+                              "verified": list(verified), "cached": cached,
+                              "tables": {k: v for k, v in vars(tables).items() if v is not None}}
 
     def _all_symbols(self) -> SymbolTable:
         """vmlinux symbols plus, once loaded, every module's."""
