@@ -3,7 +3,9 @@
 `num_slabs`/`num_objs` are the per-node counters (CONFIG_SLUB_DEBUG). Free objects are counted
 where SLUB keeps them: slabs on the node partial lists and the per-CPU partial lists
 (`objects - inuse`), and the per-CPU lockless freelists (walked, with CONFIG_SLAB_FREELIST_HARDENED
-pointer decoding). `active_objs = num_objs - free_objs` is what is really allocated (crash's
+pointer decoding); on kernels with per-CPU sheaves (`kmem_cache.cpu_sheaves`, which replaced the
+per-CPU slabs by 7.2) the objects in each CPU's main and spare sheaf and in the full sheaves of each
+node's barn. `active_objs = num_objs - free_objs` is what is really allocated (crash's
 ALLOCATED; /proc/slabinfo counts per-CPU free objects as active). This is the same accounting as
 drgn's `slab_cache_usage()`.
 """
@@ -55,8 +57,28 @@ class _Slub:
             fields.append("cpu_slab")
         self.cache_layout = k.layout(kc, fields)
         self.fields = {f: i for i, f in enumerate(fields)}
-        self.node_off = kc.offsetof("node")
-        self.cache_size = max(self.cache_layout.size, self.node_off + 8 * self.nr_nodes)
+        if kc.has_member("node"):
+            self.node_off, self.node_stride, self.barn_off = kc.offsetof("node"), 8, None
+        else:  # 6.18+ (per-CPU sheaves): per_node[] of {barn, node} pointers
+            ptrs = k.type("struct kmem_cache_per_node_ptrs")
+            self.node_off = kc.offsetof("per_node") + ptrs.offsetof("node")
+            self.node_stride = ptrs.size or 16
+            self.barn_off = kc.offsetof("per_node") + ptrs.offsetof("barn")
+        self.cache_size = max(self.cache_layout.size, self.node_off + self.node_stride * self.nr_nodes)
+        self.has_sheaves = kc.has_member("cpu_sheaves")
+        if self.has_sheaves:
+            fields.append("cpu_sheaves")
+            self.cache_layout = k.layout(kc, fields)
+            self.fields = {f: i for i, f in enumerate(fields)}
+            pcs = k.type("struct slub_percpu_sheaves")
+            # rcu_free holds objects still waiting for a grace period: in use until it ends
+            self.pcs_layout = k.layout(pcs, [m for m in ("main", "spare") if pcs.has_member(m)])
+            sheaf = k.type("struct slab_sheaf")
+            self.sheaf_size_off = sheaf.offsetof("size")
+            self.sheaf_list_off = sheaf.offsetof("barn_list")
+            self.barn_layout = k.layout(k.type("struct node_barn"), ["sheaves_full.next"])
+            self.barn_full_off = k.type("struct node_barn").offsetof("sheaves_full")
+            self.cpus = online_cpus(k)
         self.list_off = kc.offsetof("list")
         node_t = k.type("struct kmem_cache_node")
         if not node_t.has_member("nr_slabs"):
@@ -72,7 +94,10 @@ class _Slub:
             slab_t = k.type("struct page")
         link = "slab_list" if slab_t.has_member("slab_list") else "lru"
         self.slab_list_off = slab_t.offsetof(link)
-        self.slab_layout = k.layout(slab_t, [f"{link}.next", "inuse", "objects", "slab_cache", "next"])
+        # `next` links the per-CPU partial slabs; gone with them in 6.18+ (sheaves)
+        self.slab_next = slab_t.has_member("next")
+        self.slab_layout = k.layout(slab_t, [f"{link}.next", "inuse", "objects", "slab_cache"]
+                                    + (["next"] if self.slab_next else []))
         if self.has_cpu_slab:
             cpu_t = k.type("struct kmem_cache_cpu")
             cur = "slab" if cpu_t.has_member("slab") else "page"  # 5.17 bb192ed9aa71
@@ -82,10 +107,21 @@ class _Slub:
             self.cpus = online_cpus(k)
         self.page_size = 1 << PAGE_SHIFT
 
+    def node_pointers(self, cache: bytes, offset: int) -> list[int]:
+        """The `nr_nodes` pointers at `offset`, `node_stride` apart, in a kmem_cache's bytes."""
+        return [_U64.unpack_from(cache, offset + i * self.node_stride)[0] for i in range(self.nr_nodes)]
+
+    def sheaf_objects(self, sheaf: int, what: str) -> int:
+        """Objects held by one sheaf (allocated from the slabs, free for the cache's users)."""
+        if not sheaf:
+            return 0
+        return struct.unpack("<I", self._read(sheaf + self.sheaf_size_off, 4, what))[0]
+
     def slab(self, addr: int) -> tuple[int, int, int, int, int]:
         """(list next, inuse, objects, slab_cache, next) of a slab; raises _CacheUnreadable."""
         data = self._read(addr, self.slab_layout.size, "slab")
-        return self.slab_layout.unpack(data)
+        values = self.slab_layout.unpack(data)
+        return values if self.slab_next else (*values, 0)
 
     def _read(self, addr: int, size: int, what: str) -> bytes:
         try:
@@ -143,7 +179,33 @@ class _FreelistReader:
         return len(seen)
 
 
-def _cache_row(s: _Slub, addr: int, row: tuple, fl: _FreelistReader) -> dict[str, Any]:
+def _sheaves(s: _Slub, name: str, cpu_sheaves: int, barns: list[int]) -> int:
+    """Objects cached in the per-CPU sheaves and in the full sheaves of each node's barn."""
+    held = 0
+    offs = s.k.per_cpu_offsets
+    for cpu in s.cpus:
+        pcs = (cpu_sheaves + int(offs[cpu])) & 0xFFFFFFFFFFFFFFFF
+        for sheaf in s.pcs_layout.unpack(s._read(pcs, s.pcs_layout.size, f"{name} cpu {cpu} sheaves")):
+            held += s.sheaf_objects(sheaf, f"{name} cpu {cpu} sheaf")
+    for barn in barns:
+        if not barn:
+            continue
+        head = barn + s.barn_full_off
+        (node,) = s.barn_layout.unpack(s._read(barn, s.barn_layout.size, f"{name} barn"))
+        seen = 0
+        while node != head:
+            seen += 1
+            if seen > MAX_PARTIAL or node == 0:
+                s.gaps.note(f"{name}: barn full-sheaf list at {head:#x} is corrupt", head)
+                raise _CacheUnreadable
+            sheaf = node - s.sheaf_list_off
+            held += s.sheaf_objects(sheaf, f"{name} barn sheaf")
+            node = _U64.unpack(s._read(node, 8, f"{name} barn sheaf"))[0]
+    return held
+
+
+def _cache_row(s: _Slub, addr: int, row: tuple, fl: _FreelistReader,
+               barns: list[int] | None = None) -> dict[str, Any]:
     f = s.fields
     k = s.k
     try:
@@ -202,6 +264,8 @@ def _cache_row(s: _Slub, addr: int, row: tuple, fl: _FreelistReader) -> dict[str
                     _n, inuse, objects, _cache, nxt = s.slab(partial)
                     free += objects - inuse
                     partial = nxt
+        if s.has_sheaves:
+            free += _sheaves(s, name, row[f["cpu_sheaves"]], barns or [])
     except _CacheUnreadable:
         return out
     out["free_objs"] = free
@@ -218,9 +282,9 @@ def slab_frame(dump: "Dump") -> pd.DataFrame:
     head = k.symbol("slab_caches")
     link = k.read(head, 16)
     head_next, head_prev = _U64.unpack_from(link, 0)[0], _U64.unpack_from(link, 8)[0]
-    nodes_fmt = struct.Struct(f"<{s.nr_nodes}Q")
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
+    closed = False  # the forward walk came back to the head
     for direction, first in (("list.next", head_next), ("list.prev", head_prev)):
         node = first
         idx = s.fields[direction]
@@ -234,13 +298,22 @@ def slab_frame(dump: "Dump") -> pd.DataFrame:
             if data is None:
                 break
             vals = s.cache_layout.unpack(data)
-            nodes = nodes_fmt.unpack_from(data, s.node_off)
-            rows.append(_cache_row(s, addr, (*vals, nodes), fl))
+            nodes = s.node_pointers(data, s.node_off)
+            barns = s.node_pointers(data, s.barn_off) if s.barn_off is not None else None
+            rows.append(_cache_row(s, addr, (*vals, nodes), fl, barns))
             node = vals[idx]
         else:
             if node == head:
+                closed = direction == "list.next"
                 break
-    return gaps.attach(_frame(rows, s.page_size), "slab")
+            if len(seen) >= MAX_CACHES:
+                gaps.note(f"slab_caches: more than {MAX_CACHES} caches", head)
+            elif direction == "list.next":  # back at a cache already seen: the list cycles
+                gaps.note(f"slab_caches: cycle at {node:#x} after {len(seen)} caches", node)
+    df = _frame(rows, s.page_size)
+    df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}),
+                        "walk": {"list": "slab_caches", "entries": len(seen), "closed": closed}}
+    return gaps.attach(df, "slab")
 
 
 def _frame(rows: list[dict[str, Any]], page_size: int) -> pd.DataFrame:
