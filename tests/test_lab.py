@@ -16,7 +16,8 @@ from kdnb.lab.formats import DEFAULT_DUMP_LEVEL, FORMATS, default_dump_level, pa
 from kdnb.lab.groundtruth import console_facts, parse_kallsyms, parse_proc_stat, read_vmcoreinfo, validate
 from kdnb.lab.guest import CAPTURE_APPEND, KALLSYMS_SUBSET, _modname, capture_init, first_init
 from kdnb.lab.initramfs import Initramfs, read_cpio
-from kdnb.lab.packages import LabError, series_of
+from kdnb.lab.kernels import SERIES, series_of
+from kdnb.lab.packages import LabError
 from kdnb.lab.qemu import QemuConfig, cpu_model, crashkernel_for, kvm_usable, parse_memory
 from kdnb.lab.scenarios import LEAKED_OBJECTS, SCENARIOS, get
 
@@ -35,7 +36,8 @@ def test_scenarios_cover_the_issue():
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_is_complete(name):
     s = SCENARIOS[name]
-    assert s.trigger and s.expected_panic and s.steps and s.description
+    assert s.trigger and s.steps and s.description
+    assert bool(s.expected_panic) != s.qemu_dump  # only QEMU-dumped scenarios crash nothing
     if s.module:
         text = MODULE_SRC.read_text()
         for step in s.steps:
@@ -70,11 +72,169 @@ def test_formats_and_levels():
     assert FORMATS["elf-d31"].filename(17) == "vmcore.elf-d17"
     assert FORMATS["elf"].command(31, "o") == "cp /proc/vmcore o"
     assert FORMATS["elf32"].elf32_headers
-    assert DEFAULT_DUMP_LEVEL == {"6.1": 31, "6.12": 17}
-    assert default_dump_level(series_of("6.12.117+deb12-cloud-amd64")) == 17
-    assert default_dump_level(series_of("6.1.0-56-cloud-amd64")) == 31
+    assert DEFAULT_DUMP_LEVEL == {"5.10": 31, "6.1": 31, "6.12": 17, "7.2": 23}
+    assert default_dump_level(series_of("6.12.117+deb12-cloud-amd64").name) == 17
+    assert default_dump_level(series_of("6.1.0-56-cloud-amd64").name) == 31
+    assert default_dump_level(series_of("5.10.0-32-cloud-amd64").name) == 31
+    assert default_dump_level(series_of("7.2.13+deb14-cloud-amd64").name) == 23
+    assert FORMATS["kdump-zlib-flat"].command(23, "o") == "makedumpfile -F -c -d 23 /proc/vmcore > o"
     with pytest.raises(LabError):
         parse_formats("kdump-snappy")
+
+
+# -- suites, private apt configuration, kernel series ---------------------------------------------
+def test_sources_lists():
+    from kdnb.lab.apt import KEYRING, sources_list
+
+    m = "http://mirror.example/debian"
+    assert sources_list("bullseye", m) == f"deb [signed-by={KEYRING}] {m} bullseye main\n"
+    assert sources_list("sid", m) == f"deb [signed-by={KEYRING}] {m} sid main\n"
+    bw = sources_list("bookworm", m).splitlines()
+    assert bw[-1] == f"deb [signed-by={KEYRING}] http://mirror.example/debian-security bookworm-security main"
+    assert len(bw) == 3 and " bookworm-updates main" in bw[1]
+    with pytest.raises(Exception, match="unknown Debian suite"):
+        sources_list("hamm", m)
+
+
+def test_host_mirror(tmp_path, monkeypatch):
+    from kdnb.lab.apt import DEFAULT_MIRROR, host_mirror
+
+    monkeypatch.delenv("KDNB_LAB_MIRROR", raising=False)
+    (tmp_path / "sources.list.d").mkdir()
+    assert host_mirror(tmp_path) == DEFAULT_MIRROR
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://deb.example.org/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://deb.example.org/debian/\nSuites: bookworm\n")
+    assert host_mirror(tmp_path) == "http://deb.example.org/debian"
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://one.example/debian bookworm main\n")
+    assert host_mirror(tmp_path) == "http://one.example/debian"
+    monkeypatch.setenv("KDNB_LAB_MIRROR", "http://forced.example/debian/")
+    assert host_mirror(tmp_path) == "http://forced.example/debian"
+
+
+def test_private_apt_config(tmp_path):
+    """Every apt path points into the lab's folder, never at the machine's /etc/apt or lists."""
+    from kdnb.lab.apt import AptConfig, parse_simulation
+
+    cfg = AptConfig("sid", tmp_path / "apt" / "sid", mirror="http://m.example/debian")
+    opts = cfg.options()
+    pairs = dict(o.split("=", 1) for o in opts[1::2])
+    assert set(opts[0::2]) == {"-o"}
+    for key in ("Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::State::Lists", "Dir::Cache",
+                "Dir::State::status", "Dir::Etc::Preferences", "Dir::Etc::PreferencesParts"):
+        assert pairs[key].startswith(str(cfg.root)), key
+    assert pairs["APT::Architectures"] == "amd64"
+    cfg.prepare()
+    assert (cfg.root / "sources.list").read_text().endswith("http://m.example/debian sid main\n")
+    assert (cfg.root / "status").read_text() == "" and (cfg.root / "lists" / "partial").is_dir()
+    assert cfg.stale()
+    (cfg.root / "lists" / ".kdnb-updated").touch()
+    assert not cfg.stale()
+    cfg.mirror = "http://other.example/debian"
+    cfg.prepare()  # a changed sources list makes the lists stale again
+    assert cfg.stale()
+    sim = "NOTE: simulation\nInst libc6 (2.43-1 Debian:unstable [amd64])\nConf libc6 (2.43-1)\nInst make (4.4-1 x)\n"
+    assert parse_simulation(sim) == ["libc6", "make"]
+
+
+def test_kernel_series():
+    from kdnb.lab.kernels import pick_release, releases_in, resolve
+
+    assert {s: SERIES[s].suite for s in SERIES} == {"5.10": "bullseye", "6.1": "bookworm",
+                                                    "6.12": "bookworm", "7.2": "sid"}
+    assert series_of("5.10.0-32-cloud-amd64").name == "5.10"
+    assert series_of("7.2.13+deb14-cloud-amd64").name == "7.2"
+    assert series_of("6.12.117+deb12-cloud-amd64").name == "6.12"
+    for bad in ("6.1.0-56-amd64", "7.2.13+deb14-cloud-amd64-dbg", "4.19.0-27-cloud-amd64"):
+        with pytest.raises(ValueError):
+            series_of(bad)
+    assert SERIES["7.2"].tools_suite == "sid" and SERIES["7.2"].compiler == "sid-gcc"
+    assert SERIES["5.10"].compiler == "host-cc" and SERIES["6.1"].compiler == "host"
+    names = {"linux-image-5.10.0-32-cloud-amd64", "linux-headers-5.10.0-32-cloud-amd64",
+             "linux-image-5.10.0-46-cloud-amd64", "linux-headers-5.10.0-46-cloud-amd64",
+             "linux-image-5.10.0-9-cloud-amd64", "linux-headers-5.10.0-9-cloud-amd64",
+             "linux-image-5.10.0-47-cloud-amd64",                       # no headers: skipped
+             "linux-image-5.10.0-46-cloud-amd64-dbg", "linux-image-5.10.0-46-amd64"}
+    rels = releases_in(names, SERIES["5.10"])
+    assert rels == ["5.10.0-9-cloud-amd64", "5.10.0-32-cloud-amd64", "5.10.0-46-cloud-amd64"]
+    assert pick_release(SERIES["5.10"], rels) == "5.10.0-32-cloud-amd64"  # has a -dbg package
+    assert pick_release(SERIES["5.10"], rels[2:]) == "5.10.0-46-cloud-amd64"
+    assert pick_release(SERIES["6.1"], []) is None
+
+    class FakeApt:
+        def __init__(self, suite):
+            self.suite = suite
+
+        def names(self, regex):
+            assert self.suite == "sid" and regex.startswith("^linux-(image|headers)-7\\.2")
+            return {"linux-image-7.2.13+deb14-cloud-amd64", "linux-headers-7.2.13+deb14-cloud-amd64",
+                    "linux-image-7.2.9+deb14-cloud-amd64", "linux-headers-7.2.9+deb14-cloud-amd64"}
+
+    assert resolve("7.2", FakeApt) == ("7.2.13+deb14-cloud-amd64", SERIES["7.2"])
+    assert resolve("5.10.0-32-cloud-amd64", FakeApt)[1].suite == "bullseye"  # no lookup needed
+
+
+def test_kernel_parts_split_packaging():
+    from kdnb.lab.packages import kernel_parts
+
+    rel = "7.2.13+deb14-cloud-amd64"
+    deps = ["dracut", f"linux-base-{rel}", f"linux-binary-{rel}", f"linux-modules-{rel}"]
+    assert kernel_parts(f"linux-image-{rel}", deps, rel) == [
+        f"linux-image-{rel}", f"linux-base-{rel}", f"linux-binary-{rel}", f"linux-modules-{rel}"]
+    assert kernel_parts("linux-image-6.1.0-56-cloud-amd64", ["kmod", "linux-base", "initramfs-tools"],
+                        "6.1.0-56-cloud-amd64") == ["linux-image-6.1.0-56-cloud-amd64"]
+
+
+def test_package_cache_per_suite(tmp_path):
+    from kdnb.lab.packages import PackageCache
+
+    bw = PackageCache(tmp_path)
+    sid = bw.for_suite("sid")
+    assert bw.for_suite("bookworm") is bw and sid.root == bw.root
+    assert sid.dir == tmp_path / "sid" and (sid.dir / "debs").is_dir()
+    assert sid.apt.root == tmp_path / "apt" / "sid" and sid.apt.suite == "sid"
+
+
+def test_toolchains(tmp_path):
+    from kdnb.lab.toolchain import Toolchain, chroot_command, toolchain_for
+
+    host = toolchain_for(PackageCache_for(tmp_path), "host-cc", "5.10.0-32-cloud-amd64")
+    assert host.make_args == ("CC=gcc",) and host.chroot is None
+    assert chroot_command(host, ["make", "x"]) == ["make", "x"]
+    tc = Toolchain({}, chroot=tmp_path / "root")
+    cmd = chroot_command(tc, ["make", "-C", "/usr/src/h", "modules"])
+    assert cmd[:5] == ["unshare", "--mount", "--propagation", "private", "sh"]
+    assert f"mount -t proc proc {tmp_path}/root/proc && exec chroot {tmp_path}/root make -C" in cmd[-1]
+    with pytest.raises(LabError):
+        toolchain_for(PackageCache_for(tmp_path), "clang", "x")
+
+
+def PackageCache_for(root: Path):
+    from kdnb.lab.packages import PackageCache
+
+    return PackageCache(root)
+
+
+def test_sid_root_fixups(tmp_path):
+    """An unpacked sid root gets the links and nodes maintainer scripts would have made."""
+    import os
+
+    from kdnb.lab.toolchain import _finish_root
+
+    if os.geteuid() != 0:
+        pytest.skip("mknod of /dev/null needs root")
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "usr" / "lib").mkdir()
+    for prog in ("dash", "mawk"):
+        (tmp_path / "usr" / "bin" / prog).write_text("")
+    _finish_root(tmp_path)
+    assert os.readlink(tmp_path / "bin") == "usr/bin" and os.readlink(tmp_path / "lib") == "usr/lib"
+    assert not (tmp_path / "lib64").exists()
+    assert os.readlink(tmp_path / "usr" / "bin" / "sh") == "dash"
+    assert os.readlink(tmp_path / "usr" / "bin" / "awk") == "mawk"
+    assert stat.S_ISCHR((tmp_path / "dev" / "null").stat().st_mode)
+    assert (tmp_path / "tmp").stat().st_mode & 0o1777 == 0o1777 and (tmp_path / "proc").is_dir()
+    _finish_root(tmp_path)  # idempotent
 
 
 # -- QEMU command line ---------------------------------------------------------------------------
@@ -247,7 +407,7 @@ def test_sample_ground_truth(folder):
     assert gt["observed_crash_lines_console"]
     assert any(l.startswith(gt["expected_panic_message"]) for l in gt["observed_crash_lines_console"])
     assert gt["crash_context_cpu_pid_comm"]["comm"] == SCENARIOS[gt["scenario"]].crash_comm
-    assert gt["dump_level"] == DEFAULT_DUMP_LEVEL[series_of(gt["kernel_release"])]
+    assert gt["dump_level"] == DEFAULT_DUMP_LEVEL[series_of(gt["kernel_release"]).name]
     for name, size in gt["dump_files_bytes"].items():
         dump = folder / name
         assert dump.stat().st_size == size
@@ -286,9 +446,36 @@ def test_sample_read_back_matches_ground_truth(folder):
         assert gt["expected_panic_message"] in text
         if sc.module:
             assert "kdnb_crash" in set(d.modules["name"].astype(str))
-            row = d.slab[d.slab["name"] == "kdnb_obj"]
-            assert len(row) == 1
-            assert int(row["active_objs"].iloc[0]) == gt["live_objects"] + (gt["leaked_objects"] or 0)
+
+
+@pytest.mark.skipif(not SAMPLE_DIRS, reason="no data/ samples")
+@pytest.mark.parametrize("folder", SAMPLE_DIRS, ids=[p.name for p in SAMPLE_DIRS])
+def test_sample_slab_matches_ground_truth(folder):
+    """kdnb counts the crash module's live kdnb_obj objects. Where kdnb's slab view cannot
+    read a kernel yet (it says so with an error or an incomplete view), the test xfails
+    with kdnb's own reason, so it starts passing when the reader learns that kernel."""
+    import warnings
+
+    import kdnb
+    from kdnb.errors import KdnbError
+
+    gt = json.loads((folder / "ground-truth.json").read_text())
+    if not SCENARIOS[gt["scenario"]].module:
+        pytest.skip("no crash module in this scenario")
+    with kdnb.open(next(iter(folder / n for n in gt["dump_files_bytes"]))) as d:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                slab = d.slab
+            except KdnbError as e:
+                pytest.xfail(f"kdnb cannot read slab caches of {gt['kernel_release']}: {e}")
+        row = slab[slab["name"] == "kdnb_obj"]
+        assert len(row) == 1
+        active = row["active_objs"].iloc[0]
+        if active is None or str(active) == "<NA>":
+            pytest.xfail(f"kdnb_obj unreadable on {gt['kernel_release']}: "
+                         + "; ".join(str(w.message)[:300] for w in caught))
+        assert int(active) == gt["live_objects"] + (gt["leaked_objects"] or 0)
 
 
 def test_open_sample():

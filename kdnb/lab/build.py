@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from .packages import LabError, _run
+from .toolchain import Toolchain, check_tools, run_in
 
 MODULE_SRC = Path(__file__).resolve().parent / "module"
 
@@ -18,30 +19,36 @@ def _src_digest(*names: str) -> str:
     return h.hexdigest()[:12]
 
 
-def module_make_command(headers_dir: Path, build_dir: Path) -> list[str]:
+def module_make_command(headers_dir: Path, build_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
     """The kbuild command line for the crash module (module BTF off: it needs pahole)."""
     return ["make", "-C", str(headers_dir), f"M={build_dir}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
-            "modules"]
+            *extra, "modules"]
 
 
-def build_crash_module(headers_dir: Path, cache_root: Path, release: str,
-                       env: dict[str, str] | None = None) -> Path:
-    """Compile kdnb_crash.ko against ``headers_dir`` (``env``: see packages.fetch_toolchain);
-    cached per release and source digest."""
+def build_crash_module(headers_dir: Path | None, cache_root: Path, release: str,
+                       toolchain: Toolchain) -> Path:
+    """Compile kdnb_crash.ko against ``headers_dir`` with ``toolchain`` (see toolchain.py;
+    a chroot toolchain brings its own headers); cached per release and source digest."""
     digest = _src_digest("kdnb_crash.c", "Kbuild")
-    bdir = cache_root / "build" / f"kdnb_crash-{release}-{digest}"
+    name = f"kdnb_crash-{release}-{digest}"
+    if toolchain.chroot is not None:
+        bdir, mdir = toolchain.chroot / "build" / name, Path("/build") / name
+        headers_dir = toolchain.headers_dir
+    else:
+        bdir = mdir = cache_root / "build" / name
     ko = bdir / "kdnb_crash.ko"
     if ko.exists():
         return ko
+    if headers_dir is None:
+        raise LabError(f"build crash module: no headers for {release}")
     if bdir.exists():
         shutil.rmtree(bdir)
     bdir.mkdir(parents=True)
     for n in ("kdnb_crash.c", "Kbuild"):
         shutil.copy(MODULE_SRC / n, bdir / n)
-    path = (env or {}).get("PATH")
-    if shutil.which("make", path=path) is None or shutil.which("gcc-12", path=path) is None:
-        raise LabError("build crash module: needs make and gcc-12 (host or fetched toolchain)")
-    _run(module_make_command(headers_dir, bdir), "build crash module", env=env)
+    check_tools(toolchain)
+    run_in(toolchain, module_make_command(headers_dir, mdir, toolchain.make_args),
+           f"build crash module ({toolchain.description})")
     if not ko.exists():
         raise LabError(f"build crash module: {ko} was not produced")
     return ko

@@ -33,7 +33,7 @@ def cmd_make(args: argparse.Namespace) -> int:
 
     path = make(args.scenario, kernel=args.kernel, formats=args.format, memory=args.memory,
                 out_dir=args.output, dump_level=args.dump_level, cpu=args.cpu,
-                cache_dir=args.cache, keep_work=args.keep_work)
+                cache_dir=args.cache, keep_work=args.keep_work, vmcoreinfo=not args.no_vmcoreinfo)
     print(path)
     return 0
 
@@ -52,12 +52,18 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     mk.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
                     help="one of: " + ", ".join(SCENARIOS))
     mk.add_argument("--kernel", default="6.1",
-                    help="6.1, 6.12 (newest Debian 12 release of the series) or a full release")
-    mk.add_argument("--format", default="kdump-zlib",
-                    help="comma-separated: kdump-zlib, kdump-lzo, kdump-raw, elf-d31, elf, elf32")
+                    help="5.10 (bullseye), 6.1, 6.12 (bookworm), 7.2 (sid), or a full release "
+                         "of one of these series")
+    mk.add_argument("--format", default=None,
+                    help="comma-separated: kdump-zlib (default), kdump-lzo, kdump-raw, "
+                         "kdump-zlib-flat (makedumpfile -F), elf-d31, elf, elf32; for scenario "
+                         "idle: qemu-elf (default), qemu-kdump-zlib")
     mk.add_argument("--memory", default="512M", help="guest memory (default 512M)")
     mk.add_argument("--dump-level", type=int, default=None,
-                    help="makedumpfile -d (default 31 on 6.1, 17 on 6.12)")
+                    help="makedumpfile -d (default 31 on 5.10 and 6.1, 17 on 6.12, 23 on 7.2)")
+    mk.add_argument("--no-vmcoreinfo", action="store_true",
+                    help="scenario idle: no -device vmcoreinfo, so QEMU's dump has no "
+                         "VMCOREINFO note (for testing symbol discovery without it)")
     mk.add_argument("--cpu", choices=["la57"], default=None, help="la57: 5-level paging guest")
     mk.add_argument("-o", "--output", default=None, help="output folder (default ./k<series>-<scenario>)")
     mk.add_argument("--cache", default=None, help="package cache (default ~/.cache/kdnb/lab)")

@@ -139,14 +139,15 @@ def first_init(scenario: Scenario, formats: list[Format]) -> str:
             lines.append(f"echo {shlex.quote(v)} > {k} || echo 'KDNB-WARN cannot set {k}'")
         else:
             lines.append(f"sysctl -w {k}={shlex.quote(v)} >/dev/null || echo 'KDNB-WARN cannot set {k}'")
-    lines += [
-        "t0=$(up)",
-        f'kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio.gz --append="{CAPTURE_APPEND}"{extra} > $S/kexec.log 2>&1',
-        'rc=$?; echo "rc=$rc start=$t0 end=$(up)" >> $S/kexec.log',
-        '[ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the capture kernel: $(grep -iE "fail|error|cannot|invalid|overlap" $S/kexec.log | head -n 3) / $(tail -n 2 $S/kexec.log)"',
-        "step kexec-loaded",
-        "rm -f /boot/vmlinuz /boot/capture.cpio.gz  # loaded: free their page-cache pages",
-    ]
+    if not scenario.qemu_dump:
+        lines += [
+            "t0=$(up)",
+            f'kexec -p /boot/vmlinuz --initrd=/boot/capture.cpio.gz --append="{CAPTURE_APPEND}"{extra} > $S/kexec.log 2>&1',
+            'rc=$?; echo "rc=$rc start=$t0 end=$(up)" >> $S/kexec.log',
+            '[ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "kexec -p did not load the capture kernel: $(grep -iE "fail|error|cannot|invalid|overlap" $S/kexec.log | head -n 3) / $(tail -n 2 $S/kexec.log)"',
+            "step kexec-loaded",
+            "rm -f /boot/vmlinuz /boot/capture.cpio.gz  # loaded: free their page-cache pages",
+        ]
     if scenario.module:
         lines.append(f"insmod /lib/kdnb_crash.ko {scenario.module_args()} > $S/insmod.log 2>&1 "
                      "|| fail \"insmod kdnb_crash.ko: $(cat $S/insmod.log)\"")
@@ -189,7 +190,7 @@ def capture_init(formats: list[Format], dump_level: int) -> str:
              ": > $O/timings.txt"]
 
     def timed(label: str, cmd: str, log: str) -> list[str]:
-        return [f"step capture-{label}", "t0=$(up)", f"{cmd} > $O/{log} 2>&1", "rc=$?", "t1=$(up)",
+        return [f"step capture-{label}", "t0=$(up)", f"{{ {cmd}; }} > $O/{log} 2>&1", "rc=$?", "t1=$(up)",
                 f'echo "{label} rc=$rc start=$t0 end=$t1 secs=$(awk "BEGIN{{printf \\"%.2f\\", $t1-$t0}}")" >> $O/timings.txt',
                 f'[ $rc = 0 ] || echo "KDNB-WARN {label} rc=$rc: $(tail -n 3 $O/{log})"']
 
@@ -205,7 +206,7 @@ class GuestImages:
     """The two initramfs images written for one run."""
 
     first: Path
-    capture: Path
+    capture: Path | None
     first_bytes: int
     capture_bytes: int
 
@@ -225,6 +226,8 @@ def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str
     for so, path in libraries.items():
         img.add_host_file(f"lib/x86_64-linux-gnu/{so}", path, 0o755)
     img.add_symlink("lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    # sid's loader searches only /usr/lib/x86_64-linux-gnu (merged /usr)
+    img.add_symlink("usr/lib/x86_64-linux-gnu", "../../lib/x86_64-linux-gnu")
     for rel in order:
         name = rel.rsplit("/", 1)[-1]
         for ext in (".xz", ".zst", ".gz"):
@@ -240,19 +243,22 @@ def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str
 def build_images(workdir: Path, scenario: Scenario, formats: list[Format], dump_level: int,
                  tools: ToolFiles, vmlinuz: Path, modules_dir: Path, crash_module: Path | None,
                  work_helper: Path) -> GuestImages:
-    """Write capture.cpio.gz and first.cpio.gz into ``workdir``."""
+    """Write capture.cpio.gz and first.cpio.gz into ``workdir`` (no capture image, kexec or
+    vmlinuz copy for a scenario QEMU dumps itself)."""
     order = module_load_order(modules_dir)
-    cap = _base_image(tools, modules_dir, order, capture_init(formats, dump_level),
-                      tools.makedumpfile_libraries or tools.libraries)
-    cap.add_host_file("bin/makedumpfile", tools.makedumpfile, 0o755)
-    cap_path = workdir / "capture.cpio.gz"
-    cap_bytes = cap.write(cap_path)
     first = _base_image(tools, modules_dir, order, first_init(scenario, formats),
-                        tools.kexec_libraries or tools.libraries)
-    first.add_host_file("sbin/kexec", tools.kexec, 0o755)
+                        tools.kexec_libraries)
     first.add_host_file("bin/kdnb_work", work_helper, 0o755)
-    first.add_host_file("boot/vmlinuz", vmlinuz, 0o644)
-    first.add_file("boot/capture.cpio.gz", cap_path.read_bytes())
+    cap_path, cap_bytes = None, 0
+    if not scenario.qemu_dump:
+        cap = _base_image(tools, modules_dir, order, capture_init(formats, dump_level),
+                          tools.makedumpfile_libraries)
+        cap.add_host_file("bin/makedumpfile", tools.makedumpfile, 0o755)
+        cap_path = workdir / "capture.cpio.gz"
+        cap_bytes = cap.write(cap_path)
+        first.add_host_file("sbin/kexec", tools.kexec, 0o755)
+        first.add_host_file("boot/vmlinuz", vmlinuz, 0o644)
+        first.add_file("boot/capture.cpio.gz", cap_path.read_bytes())
     if crash_module is not None:
         first.add_host_file("lib/kdnb_crash.ko", crash_module, 0o644)
     first_path = workdir / "first.cpio.gz"

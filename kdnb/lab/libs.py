@@ -31,17 +31,18 @@ def lib_dirs_under(roots: Iterable[Path]) -> list[Path]:
     """The multiarch library folders inside unpacked package roots."""
     out = []
     for r in roots:
-        for sub in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib"):
+        for sub in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "usr/lib"):
             if (r / sub).is_dir():
                 out.append(r / sub)
     return out
 
 
-def resolve_libraries(programs: Iterable[Path], search: Iterable[Path]) -> tuple[dict[str, Path], list[str]]:
+def resolve_libraries(programs: Iterable[Path], search: Iterable[Path],
+                      host: bool = True) -> tuple[dict[str, Path], list[str]]:
     """Map every soname needed (transitively) by ``programs`` to a file, searching ``search``
-    then the host's library folders. Returns (found {soname: path}, missing sonames). The
-    program interpreter (ld-linux) is included under its soname."""
-    dirs = list(search) + [d for d in HOST_LIB_DIRS if d.is_dir()]
+    then (with ``host``) the host's library folders. Returns (found {soname: path}, missing
+    sonames). The program interpreter (ld-linux) is included under its soname."""
+    dirs = list(search) + ([d for d in HOST_LIB_DIRS if d.is_dir()] if host else [])
     found: dict[str, Path] = {}
     missing: list[str] = []
     todo = list(programs)

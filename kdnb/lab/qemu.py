@@ -126,15 +126,23 @@ class QemuConfig:
     cpu: str = "max,la57=off"
     accel: str = "tcg"
     binary: str = "qemu-system-x86_64"
+    vmcoreinfo: bool = True
+    qmp: Path | None = None
 
     def command(self) -> list[str]:
-        return [self.binary, "-machine", "q35", "-accel", self.accel, "-cpu", self.cpu,
-                "-smp", str(self.smp), "-m", f"{self.memory_mib}M",
-                "-nodefaults", "-display", "none", "-no-reboot",
-                "-serial", "stdio", "-monitor", "none",
-                "-device", "vmcoreinfo",
-                "-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe",
-                "-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.append]
+        """The QEMU command line. ``vmcoreinfo`` adds ``-device vmcoreinfo`` (QEMU's own
+        dumps then carry the guest's VMCOREINFO note); ``qmp`` opens a QMP socket there."""
+        cmd = [self.binary, "-machine", "q35", "-accel", self.accel, "-cpu", self.cpu,
+               "-smp", str(self.smp), "-m", f"{self.memory_mib}M",
+               "-nodefaults", "-display", "none", "-no-reboot",
+               "-serial", "stdio", "-monitor", "none"]
+        if self.qmp is not None:
+            cmd += ["-qmp", f"unix:{self.qmp},server=on,wait=off"]
+        if self.vmcoreinfo:
+            cmd += ["-device", "vmcoreinfo"]
+        return cmd + ["-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe",
+                      "-kernel", str(self.kernel), "-initrd", str(self.initrd),
+                      "-append", self.append]
 
 
 def crashkernel_for(memory_mib: int) -> str:
@@ -168,25 +176,30 @@ class RunResult:
     steps: dict[str, float] = field(default_factory=dict)   # step name -> host seconds since start
     wall_seconds: float = 0.0
     timed_out: str | None = None
+    hook_error: str | None = None
 
 
 #: Steps printed by the guests, with the phase name shown to the user.
 PHASES = {"init": "boot", "kexec-loaded": "boot", "crash": "crash", "triggered": "crash",
-          "capture": "capture",
+          "dump-ready": "dump", "capture": "capture",
           "capture-done": "copy"}
 
 
 def run(cfg: QemuConfig, log_path: Path, timeouts: dict[str, float],
-        progress: Callable[[str], None] | None = None) -> RunResult:
+        progress: Callable[[str], None] | None = None,
+        hooks: dict[str, Callable[[], None]] | None = None) -> RunResult:
     """Run QEMU until it exits, streaming the serial console into ``log_path``.
 
     ``timeouts`` maps the last step seen ('start', 'init', 'crash', 'capture') to the seconds
     allowed until the next one; a stuck guest is killed (SIGTERM, then SIGKILL) and
-    `RunResult.timed_out` names the phase. QEMU never outlives this call.
+    `RunResult.timed_out` names the phase. ``hooks`` maps a step name to a function called
+    (once) when the guest prints it; a LabError there ends the run (`RunResult.hook_error`).
+    QEMU never outlives this call.
     """
     if shutil.which(cfg.binary) is None:
         raise LabError(f"boot: {cfg.binary} not found (apt-get install qemu-system-x86)")
     say = progress or (lambda s: None)
+    hooks = dict(hooks or {})
     cmd = cfg.command()
     start = time.monotonic()
     res = RunResult(None, [])
@@ -225,8 +238,15 @@ def run(cfg: QemuConfig, log_path: Path, timeouts: dict[str, float],
                             if st in PHASES or st.startswith("capture-"):
                                 last_step, last_t = (st if st in timeouts else last_step), time.monotonic()
                             say(f"{PHASES.get(st, 'capture')}: {st} at {res.steps[st]:.1f}s")
+                            if st in hooks:
+                                try:
+                                    hooks.pop(st)()
+                                except LabError as e:
+                                    res.hook_error = str(e)
                         elif "KDNB-FAIL" in line or "KDNB-WARN" in line:
                             say(line.strip())
+                if res.hook_error:
+                    break
                 if proc.poll() is not None:
                     rest = proc.stdout.read() or b""
                     log.write(rest)

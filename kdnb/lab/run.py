@@ -13,94 +13,111 @@ from . import build as _build
 from . import disk as _disk
 from . import guest as _guest
 from . import qemu as _qemu
-from .formats import default_dump_level, parse_formats
+from .apt import AptError
+from .formats import Format, parse_formats
 from .groundtruth import build as build_ground_truth
-from .packages import (LabError, PackageCache, fetch_kernel, fetch_toolchain, fetch_tools,
-                       resolve_release, series_of)
+from .kernels import resolve as resolve_kernel
+from .packages import LabError, PackageCache, fetch_kernel, fetch_tools
+from .qmp import dump_guest_memory
 from .scenarios import get as get_scenario
+from .toolchain import toolchain_for
 
 #: Boots tried when the kernel cannot reserve crashkernel memory (depends on the KASLR layout).
 CRASHKERNEL_ATTEMPTS = 4
+#: Smallest guest for a scenario QEMU dumps itself (no crashkernel region to reserve).
+QEMU_DUMP_MIN_MEMORY_MIB = 128
 
-#: Smallest guest per kernel series (found by trial under TCG): below it either no crashkernel
-#: region fits, or kexec_load fails with EINVAL because the capture kernel + initrd exceed
-#: half of the first kernel's RAM (6.12 at 256 MiB).
-MIN_MEMORY_MIB = {"6.1": 256, "6.12": 384}
+#: Where x86_64 kernel text starts without KASLR (__START_KERNEL_map + 16 MiB).
+START_KERNEL_TEXT = 0xFFFFFFFF81000000
 
 #: Seconds allowed from one step to the next before the guest is declared stuck.
 TIMEOUTS = {"start": 180.0, "init": 150.0, "crash": 180.0, "capture": 600.0, "default": 300.0}
 
 
-def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kdump-zlib",),
+def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None = None,
          memory: str | int = "512M", out_dir: str | Path | None = None,
          dump_level: int | None = None, cpu: str | None = None,
          cache_dir: str | Path | None = None,
          progress: Callable[[str], None] | None = _qemu.default_progress,
-         keep_work: bool = False) -> Path:
-    """Make a real crash dump of ``scenario`` on a Debian ``kernel`` (6.1, 6.12 or a full
-    release) in QEMU and return the path of the first dump file written.
+         keep_work: bool = False, vmcoreinfo: bool = True) -> Path:
+    """Make a real crash dump of ``scenario`` on a Debian ``kernel`` (5.10, 6.1, 6.12, 7.2 or
+    a full release of those series) in QEMU and return the path of the first dump file written.
 
     The output folder (``out_dir``, default ``./k<series>-<scenario>``) gets ``vmcore.<format>``
     files, ``ground-truth.json``, ``dmesg.txt`` (makedumpfile --dump-dmesg), ``snapshot/``
-    (the guest's /proc just before the crash) and ``console.log``.
+    (the guest's /proc just before the crash), ``console.log`` and ``capture-logs/``.
+    ``formats`` defaults to kdump-zlib (qemu-elf for the ``idle`` scenario, which QEMU dumps
+    itself; ``vmcoreinfo=False`` then leaves out ``-device vmcoreinfo``, so that dump has no
+    VMCOREINFO note and there is no dmesg.txt).
     """
     say = progress or (lambda s: None)
     t_start = time.monotonic()
     sc = get_scenario(scenario)
-    fmts = parse_formats(formats)
+    fmts = parse_formats(formats if formats else ("qemu-elf",) if sc.qemu_dump else ("kdump-zlib",))
+    _check_formats(sc.name, sc.qemu_dump, fmts, vmcoreinfo)
     mem = _qemu.parse_memory(memory)
     cpu_model = _qemu.cpu_model(cpu)
     cache = PackageCache(Path(cache_dir) if cache_dir else _default_cache())
 
-    say(f"fetch: kernel {kernel}, busybox, kexec-tools, makedumpfile (cache {cache.root})")
-    release = resolve_release(kernel)
-    series = series_of(release)
-    level = default_dump_level(series) if dump_level is None else int(dump_level)
-    need = MIN_MEMORY_MIB.get(series, 256)
-    if mem < need:
-        raise LabError(f"memory {mem} MiB is too small for {release}: use at least {need} MiB "
-                       "(first kernel + crashkernel region; kexec_load refuses a capture image "
-                       "bigger than half the first kernel's RAM)")
-    if not 0 <= level <= 31:
-        raise LabError(f"dump level must be 0..31, not {level}")
-    out = Path(out_dir) if out_dir else Path.cwd() / f"k{series}-{sc.name}"
     with cache.locked():
-        kfiles = fetch_kernel(cache, release, headers=sc.module)
-        tools = fetch_tools(cache)
+        say(f"fetch: kernel {kernel}, busybox, kexec-tools, makedumpfile (cache {cache.root})")
+        try:
+            release, series = resolve_kernel(kernel, lambda suite: cache.for_suite(suite).apt)
+        except (ValueError, AptError) as e:
+            raise LabError(f"resolve kernel {kernel}: {e}") from None
+        level = series.dump_level if dump_level is None else int(dump_level)
+        need = QEMU_DUMP_MIN_MEMORY_MIB if sc.qemu_dump else series.min_memory_mib
+        if mem < need:
+            raise LabError(f"memory {mem} MiB is too small for {release}: use at least {need} MiB "
+                           "(first kernel + crashkernel region; kexec_load refuses a capture image "
+                           "bigger than half the first kernel's RAM)")
+        if not 0 <= level <= 31:
+            raise LabError(f"dump level must be 0..31, not {level}")
+        out = Path(out_dir) if out_dir else Path.cwd() / f"k{series.name}-{sc.name}"
+        chroot_gcc = series.compiler == "sid-gcc"
+        kfiles = fetch_kernel(cache, release, series, headers=sc.module and not chroot_gcc)
+        tools = fetch_tools(cache, series)
         t_fetch = time.monotonic()
         say(f"build: {release}, scenario {sc.name}, formats {','.join(f.name for f in fmts)}, "
             f"-d {level}")
         ko = None
         if sc.module:
             ko = _build.build_crash_module(kfiles.headers_dir, cache.root, release,
-                                           env=fetch_toolchain(cache))
+                                           toolchain_for(cache, series.compiler, release))
         helper = _build.build_workload_helper(cache.root)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kdnb-lab-"))
     try:
         imgs = _guest.build_images(work, sc, fmts, level, tools, kfiles.vmlinuz,
                                    kfiles.modules_dir, ko, helper)
-        n_full = sum(1 for f in fmts if not f.filtered)
+        n_full = sum(1 for f in fmts if not f.filtered and f.qemu is None)
         n_elf = sum(1 for f in fmts if f.filtered and f.makedumpfile_opts == ("-E",))
         n_kd = len(fmts) - n_full - n_elf
         t_build = time.monotonic()
 
-        crashkernel = _qemu.crashkernel_for(mem)
-        append = f"console=ttyS0 crashkernel={crashkernel} panic=5 loglevel=7 kdnb.scenario={sc.name}"
+        crashkernel = "" if sc.qemu_dump else _qemu.crashkernel_for(mem)
+        append = (f"console=ttyS0 {f'crashkernel={crashkernel} ' if crashkernel else ''}panic=5 "
+                  f"loglevel=7 kdnb.scenario={sc.name}")
         timeouts = dict(TIMEOUTS)
         timeouts["crash"] = TIMEOUTS["crash"] + sc.crash_timeout
+        qemu_log: list[str] = []
         for attempt in range(1, CRASHKERNEL_ATTEMPTS + 1):
             disk = _disk.make_disk(work / "disk.img", _disk.disk_size_mib(mem, n_full, n_elf, n_kd))
             cfg = _qemu.QemuConfig(kernel=kfiles.vmlinuz, initrd=imgs.first, append=append,
-                                   disk=disk, memory_mib=mem, cpu=cpu_model, accel=_qemu.accel())
-            res = _qemu.run(cfg, out / "console.log", timeouts, say)
+                                   disk=disk, memory_mib=mem, cpu=cpu_model, accel=_qemu.accel(),
+                                   vmcoreinfo=vmcoreinfo,
+                                   qmp=work / "qmp.sock" if sc.qemu_dump else None)
+            hooks = ({"dump-ready": lambda: _qemu_dumps(work / "qmp.sock", fmts, level, out,
+                                                        qemu_log, say)}
+                     if sc.qemu_dump else None)
+            res = _qemu.run(cfg, out / "console.log", timeouts, say, hooks)
             if not _crashkernel_failed(res) or attempt == CRASHKERNEL_ATTEMPTS:
                 break
             # KASLR put the kernel where no aligned crashkernel area was left: boot again.
             say(f"boot: crashkernel={crashkernel} could not be reserved (KASLR layout); retrying")
         t_qemu = time.monotonic()
         try:
-            _check_run(res)
+            _check_run(res, sc.qemu_dump)
         except LabError:
             _salvage_snapshot(disk, work, out)
             raise
@@ -108,27 +125,10 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
         say("copy: reading the capture disk with debugfs")
         fs = _disk.read_disk(disk, work / "fs")
         capdir, snapdir = fs / "out", fs / "snapshot"
-        out_files: dict[str, Path] = {}
-        notes: list[str] = []
-        for f in fmts:
-            src = capdir / f.filename(level)
-            if not src.exists() or src.stat().st_size == 0:
-                log = (capdir / f"{f.name}.log")
-                detail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
-                raise LabError(f"capture: {f.name} produced no {src.name}:\n{detail}\n"
-                               f"console tail:\n{_qemu.console_tail(res.console)}")
-            dst = out / src.name
-            shutil.move(str(src), dst)
-            dst.chmod(0o644)
-            if f.elf32_headers and _elf_class(dst) != 1:
-                note = (f"{dst.name}: kexec-tools ignored --elf32-core-headers (its x86_64 code "
-                        "never applies it), /proc/vmcore was ELF64")
-                notes.append(note)
-                say(f"capture: warning: {note}")
-            out_files[src.name] = dst
-        if (capdir / "dmesg.txt").exists():
-            shutil.copy(capdir / "dmesg.txt", out / "dmesg.txt")
-            (out / "dmesg.txt").chmod(0o644)
+        capdir.mkdir(exist_ok=True)
+        if qemu_log:
+            (capdir / "qemu-dump.log").write_text("\n".join(qemu_log) + "\n")
+        out_files, notes = _collect(fmts, level, capdir, out, res, say)
         if (out / "snapshot").exists():
             shutil.rmtree(out / "snapshot")
         shutil.copytree(snapdir, out / "snapshot")
@@ -141,16 +141,23 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
 
         timings = {"fetch": t_fetch - t_start, "build": t_build - t_fetch, "qemu": t_qemu - t_build,
                    "copy": t_copy - t_qemu, "total": t_copy - t_start, "boots": attempt}
-        for k in ("init", "crash", "capture", "capture-done"):
+        for k in ("init", "crash", "dump-ready", "capture", "capture-done"):
             if k in res.steps:
                 timings[f"guest_{k.replace('-', '_')}"] = res.steps[k]
+        capture_commands = [f"QMP dump-guest-memory format={f.qemu} paging=false" if f.qemu
+                            else f.command(level, f.filename(level)) for f in fmts]
         gt = build_ground_truth(
             scenario=sc, release=release, snapshot=out / "snapshot", out_files=out_files,
             capture_dir=capdir, console=res.console, first_cmdline=append, memory_mib=mem,
-            crashkernel=crashkernel, accel=cfg.accel, cpu_model=cpu_model, dump_level=level,
-            formats=[f.name for f in fmts],
-            capture_commands=[f.command(level, f.filename(level)) for f in fmts],
+            crashkernel=crashkernel or "none", accel=cfg.accel, cpu_model=cpu_model,
+            dump_level=level, formats=[f.name for f in fmts], capture_commands=capture_commands,
             wall_seconds=res.wall_seconds, timings=timings, smp=cfg.smp)
+        text = gt["kallsyms_first_kernel"].get("_text")
+        if gt["kaslr_kerneloffset"] is None and text:  # no VMCOREINFO: from /proc/kallsyms
+            gt["kaslr_kerneloffset"] = hex(int(text, 16) - START_KERNEL_TEXT)
+        gt["kernel_series"] = series.name
+        gt["makedumpfile_suite"] = tools.makedumpfile_suite
+        gt["qemu_device_vmcoreinfo"] = vmcoreinfo
         gt["accel_reason"] = _qemu.kvm_usable()[1]
         gt["elf_class"] = {n: _elf_class(p) for n, p in out_files.items() if _elf_class(p)}
         gt["lab_warnings"] = notes
@@ -163,6 +170,60 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str = ("kd
             say(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_formats(name: str, qemu_dump: bool, fmts: list[Format], vmcoreinfo: bool) -> None:
+    """QEMU formats only with a QEMU-dumped scenario and the other way round."""
+    bad = [f.name for f in fmts if (f.qemu is None) == qemu_dump]
+    if bad:
+        want = "qemu-elf, qemu-kdump-zlib" if qemu_dump else "the makedumpfile/copy formats"
+        raise LabError(f"scenario {name} cannot write {', '.join(bad)}; use {want}")
+    if not vmcoreinfo and not qemu_dump:
+        raise LabError("--no-vmcoreinfo only applies to dumps QEMU writes (scenario idle): "
+                       "the capture kernel's /proc/vmcore always carries the kernel's VMCOREINFO")
+
+
+def _qemu_dumps(sock: Path, fmts: list[Format], level: int, out: Path, log: list[str],
+                say: Callable[[str], None]) -> None:
+    """Take every requested QEMU dump of the running guest, then quit QEMU."""
+    for i, f in enumerate(fmts):
+        dest = out / f.filename(level)
+        dest.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        say(f"dump: QMP dump-guest-memory format={f.qemu} -> {dest.name}")
+        dump_guest_memory(sock, dest.resolve(), f.qemu or "elf", quit=i == len(fmts) - 1)
+        log.append(f"dump-guest-memory format={f.qemu} paging=false file={dest.name} "
+                   f"bytes={dest.stat().st_size} secs={time.monotonic() - t0:.2f}")
+
+
+def _collect(fmts: list[Format], level: int, capdir: Path, out: Path, res: "_qemu.RunResult",
+             say: Callable[[str], None]) -> tuple[dict[str, Path], list[str]]:
+    """Move the capture kernel's dumps (and dmesg.txt) into ``out``; QEMU's are there already."""
+    out_files: dict[str, Path] = {}
+    notes: list[str] = []
+    for f in fmts:
+        if f.qemu is not None:
+            out_files[f.filename(level)] = out / f.filename(level)
+            continue
+        src = capdir / f.filename(level)
+        if not src.exists() or src.stat().st_size == 0:
+            log = capdir / f"{f.name}.log"
+            detail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            raise LabError(f"capture: {f.name} produced no {src.name}:\n{detail}\n"
+                           f"console tail:\n{_qemu.console_tail(res.console)}")
+        dst = out / src.name
+        shutil.move(str(src), dst)
+        dst.chmod(0o644)
+        if f.elf32_headers and _elf_class(dst) != 1:
+            note = (f"{dst.name}: kexec-tools ignored --elf32-core-headers (its x86_64 code "
+                    "never applies it), /proc/vmcore was ELF64")
+            notes.append(note)
+            say(f"capture: warning: {note}")
+        out_files[src.name] = dst
+    if (capdir / "dmesg.txt").exists():
+        shutil.copy(capdir / "dmesg.txt", out / "dmesg.txt")
+        (out / "dmesg.txt").chmod(0o644)
+    return out_files, notes
 
 
 def _default_cache() -> Path:
@@ -195,9 +256,11 @@ def _crashkernel_failed(res: "_qemu.RunResult") -> bool:
                for l in res.console)
 
 
-def _check_run(res: "_qemu.RunResult") -> None:
+def _check_run(res: "_qemu.RunResult", qemu_dump: bool = False) -> None:
     """Raise a LabError naming the step that failed, with the console tail."""
     tail = _qemu.console_tail(res.console)
+    if res.hook_error:
+        raise LabError(f"dump: {res.hook_error}\nconsole tail:\n{tail}")
     fail = next((l for l in res.console if "KDNB-FAIL" in l and "echo" not in l), None)
     if res.timed_out:
         phase = {"start": "boot (first /init never ran)", "init": "boot (no crash step)",
@@ -214,6 +277,11 @@ def _check_run(res: "_qemu.RunResult") -> None:
                     "RAM; give the guest more memory")
         raise LabError(f"guest step failed: {fail.split('KDNB-FAIL', 1)[1].strip()}{hint}"
                        f"\nconsole tail:\n{tail}")
+    if qemu_dump:
+        if "dump-ready" not in res.steps:
+            raise LabError(f"boot: QEMU exited (rc={res.returncode}) before the guest was ready "
+                           f"to be dumped\nconsole tail:\n{tail}")
+        return
     if "capture-done" not in res.steps:
         where = ("boot" if "init" not in res.steps else "crash" if "capture" not in res.steps
                  else "capture")

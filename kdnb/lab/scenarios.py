@@ -21,6 +21,10 @@ class Scenario:
     ``kdnb_as NAME [CPU] -- CMD`` (defined in /init) runs CMD in a subshell that renames itself
     NAME (via /proc/self/comm), optionally pins itself to CPU, and prints a KDNB-TASK line with
     its pid on the console.
+
+    A ``qemu_dump`` scenario crashes nothing: no capture kernel is loaded, and once the guest
+    prints ``KDNB-STEP dump-ready`` the host takes a dump of the running guest through QEMU's
+    monitor (QMP ``dump-guest-memory``).
     """
 
     name: str
@@ -35,6 +39,7 @@ class Scenario:
     blocked: tuple[str, ...] = ()
     leaked_objects: int | None = None
     crash_timeout: int = 120
+    qemu_dump: bool = False
 
     def module_args(self) -> str:
         """insmod arguments for kdnb_crash.ko."""
@@ -103,6 +108,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              module_params={"leak": str(LEAKED_OBJECTS)},
              steps=("kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'",),
              leaked_objects=LEAKED_OBJECTS),
+    Scenario("idle", "no crash: QEMU's dump-guest-memory of the running guest (with "
+             "--no-vmcoreinfo: no VMCOREINFO note in the dump)",
+             "QMP dump-guest-memory (paging off) of the running guest", "", None,
+             steps=("step dump-ready",), qemu_dump=True),
 ]}
 
 
