@@ -21,7 +21,8 @@ from .conftest import corpus_dir, oracle
 
 pytestmark = pytest.mark.corpus
 
-DUMPS = ["k6.1-oops", "k6.1-sysrq", "k6.12-hung_task", "k6.12-hung_task-degraded"]
+DUMPS = ["k5.10-sysrq", "k5.10-hung_task", "k6.1-oops", "k6.1-sysrq", "k6.12-hung_task",
+         "k6.12-hung_task-degraded", "k7.2-panic", "k7.2-softlockup"]
 # asm entry code: kallsyms names the inner label the return address follows; DWARF the function
 ALIASES = {"entry_SYSCALL_64_after_hwframe": "entry_SYSCALL_64"}
 

@@ -15,6 +15,10 @@ from kdnb.analysis.rootcause import CATEGORIES, EXPLANATIONS, _classify
 from tests.conftest import DATA, corpus_dir, ground_truth
 
 CORPUS_EXPECT = {
+    "k5.10-sysrq": ("sysrq", "sh", "sysrq_handle_crash", None),
+    "k5.10-hung_task": ("hung-task", "kdnb_frozen_wr", "mnt_want_write", None),
+    "k7.2-panic": ("panic-call", "kdnb_trigger", "trigger_write", "kdnb_crash"),
+    "k7.2-softlockup": ("soft-lockup", "kdnb_trigger", "kdnb_do", "kdnb_crash"),
     "k6.1-sysrq": ("sysrq", "sh", "sysrq_handle_crash", None),
     "k6.1-oops": ("null-deref", "kdnb_trigger", "kdnb_do_oops", "kdnb_crash"),
     "k6.12-hung_task": ("hung-task", "kdnb_frozen_wr", "mnt_want_write", None),

@@ -7,15 +7,15 @@ import struct
 import numpy as np
 import pytest
 
-from kdnb.errors import FaultError
+from kdnb.errors import FaultError, KdnbError
 from kdnb.kernel.btf import BTF
 from kdnb.kernel.symbols import SymbolHit
 from kdnb.kernel.unwind import PT_REGS, Unwinder
-from kdnb.kernel.unwind_orc import (LAYOUT_6_3, LAYOUT_PRE_6_3, REG_BP, REG_PREV_SP, REG_SP,
-                                    REG_SP_INDIRECT, REG_UNDEFINED, TYPE_CALL, TYPE_END_OF_STACK,
+from kdnb.kernel.unwind_orc import (LAYOUT_6_3, LAYOUT_PRE_6_3, REG_BP, REG_BP_INDIRECT, REG_PREV_SP,
+                                    REG_SP, REG_SP_INDIRECT, REG_UNDEFINED, TYPE_CALL, TYPE_END_OF_STACK,
                                     TYPE_REGS, TYPE_REGS_PARTIAL, TYPE_UNDEFINED, OrcEntries,
                                     OrcTable, OrcTables, decode_entries, decode_ips,
-                                    layout_from_btf)
+                                    layout_from_btf, with_numbering)
 from tests.test_btf import BTFBuilder
 
 
@@ -78,6 +78,23 @@ def test_decode_6_3_entries() -> None:
                                TYPE_END_OF_STACK, TYPE_UNDEFINED]
     assert e.signal.tolist() == [False, True, True, True, False, False]
     assert e.sp_offset.tolist()[3] == -40 and e.sp_reg.tolist()[3] == REG_BP
+
+
+@pytest.mark.parametrize("sp, prev_sp, bp_ind", [(REG_SP, REG_PREV_SP, 8), (3, 8, 10)])
+def test_register_numbering_told_from_the_entries(sp: int, prev_sp: int, bp_ind: int) -> None:
+    call = 2 << 8
+    rows = [_pack(8, 0, sp | call)] * 40 + [_pack(16, -16, sp | (prev_sp << 4) | call)] * 30 \
+        + [_pack(16, -16, REG_BP | (prev_sp << 4) | call)] * 20 + [_pack(-40, 0, bp_ind | (REG_BP << 4) | call)]
+    layout = with_numbering(LAYOUT_6_3, b"".join(rows))
+    e = decode_entries(b"".join(rows), layout)
+    assert set(e.sp_reg.tolist()) == {REG_SP, REG_BP, REG_BP_INDIRECT}
+    assert set(e.bp_reg.tolist()) == {0, REG_PREV_SP, REG_BP}
+
+
+def test_unknown_register_numbering_is_refused() -> None:
+    rows = [_pack(8, 0, 11 | (2 << 8))] * 10
+    with pytest.raises(KdnbError, match="unknown register numbering"):
+        with_numbering(LAYOUT_6_3, b"".join(rows))
 
 
 def test_decode_ips_relative_to_slot() -> None:

@@ -13,7 +13,7 @@ numbering plus an explicit `signal` flag), so the unwinder does not care which l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
@@ -36,7 +36,7 @@ REG_R13 = 7
 REG_BP_INDIRECT = 8
 REG_SP_INDIRECT = 9
 REG_NAMES = {0: "undef", 1: "prev_sp", 2: "dx", 3: "di", 4: "bp", 5: "sp", 6: "r10", 7: "r13",
-             8: "bp(ind)", 9: "sp(ind)"}
+             8: "bp(ind)", 9: "sp(ind)", 15: "unknown"}
 
 # Normalised ORC types: the numbering of Linux >= 6.3. Commit fb799447ae29 ("x86,objtool: Split
 # UNWIND_HINT_EMPTY in two", v6.3) replaced the `end` bit by ORC_TYPE_UNDEFINED/END_OF_STACK and
@@ -52,6 +52,18 @@ _OLD_TYPE_OFFSET = 2  # pre-6.3 CALL=0, REGS=1, REGS_PARTIAL=2
 ORC_ENTRY_SIZE = 6
 MAX_ORC_ENTRIES = 4_000_000
 
+# Register numbering. BTF does not describe it. From 4.14 to 6.x it is the ORC_REG_* list above;
+# the 7.2 kernels in the corpus number the registers differently (SP 3, PREV_SP 8, SP_INDIRECT 9,
+# BP_INDIRECT 10; UNDEFINED, DX, BP, R10 and R13 kept; established from the entries of the 6.12
+# and 7.2 vmlinux tables, function by function). Which one a table uses is told from the table
+# itself: nearly every entry of C code is a CALL frame based on SP, with BP saved at PREV_SP.
+REG_UNKNOWN = 15
+CLASSIC_REGS = tuple(range(16))
+RENUMBERED_REGS = tuple({0: REG_UNDEFINED, 2: REG_DX, 3: REG_SP, 4: REG_BP, 6: REG_R10, 7: REG_R13,
+                         8: REG_PREV_SP, 9: REG_SP_INDIRECT, 10: REG_BP_INDIRECT}.get(r, REG_UNKNOWN)
+                        for r in range(16))
+_NUMBERINGS = {(REG_SP, REG_PREV_SP): CLASSIC_REGS, (3, 8): RENUMBERED_REGS}
+
 
 @dataclass(frozen=True)
 class OrcLayout:
@@ -65,6 +77,7 @@ class OrcLayout:
 
     fields: dict[str, tuple[int, int]]
     size: int = ORC_ENTRY_SIZE
+    regs: tuple[int, ...] = CLASSIC_REGS  # raw register number -> REG_*
 
     @property
     def has_end(self) -> bool:
@@ -83,6 +96,22 @@ class OrcLayout:
 LAYOUT_PRE_6_3 = OrcLayout({"sp_reg": (0, 4), "bp_reg": (4, 4), "type": (8, 2), "end": (10, 1)})
 # Linux >= 6.3 (e.g. 6.12): sp_reg:4 bp_reg:4 type:3 signal:1
 LAYOUT_6_3 = OrcLayout({"sp_reg": (0, 4), "bp_reg": (4, 4), "type": (8, 3), "signal": (11, 1)})
+
+
+def with_numbering(layout: OrcLayout, sample: bytes) -> OrcLayout:
+    """`layout` with the register numbering that `sample` (raw entries of C code) uses; raises
+    KdnbError when it fits no known numbering."""
+    raw = decode_entries(sample, replace(layout, regs=CLASSIC_REGS))
+    calls = raw.type == TYPE_CALL
+    if not calls.any():
+        raise KdnbError("ORC: no CALL entries to tell the register numbering from")
+    sp = int(np.bincount(raw.sp_reg[calls], minlength=16).argmax())
+    saved = raw.bp_reg[calls & (raw.bp_reg != REG_UNDEFINED) & (raw.bp_reg != REG_BP)]
+    prev_sp = int(np.bincount(saved, minlength=16).argmax()) if len(saved) else REG_PREV_SP
+    regs = _NUMBERINGS.get((sp, prev_sp))
+    if regs is None:
+        raise KdnbError(f"ORC: unknown register numbering (SP frames use {sp}, saved BP {prev_sp})")
+    return replace(layout, regs=regs)
 
 
 def layout_from_btf(orc_type: "Type") -> OrcLayout:
@@ -130,7 +159,8 @@ def decode_entries(raw: bytes, layout: OrcLayout) -> OrcEntries:
         shift, width = layout.fields[name]
         return ((bits >> shift) & ((1 << width) - 1)).astype(np.uint8)
 
-    sp_reg, bp_reg, raw_type = get("sp_reg"), get("bp_reg"), get("type")
+    regs = np.array(layout.regs, dtype=np.uint8)
+    sp_reg, bp_reg, raw_type = regs[get("sp_reg") & 15], regs[get("bp_reg") & 15], get("type")
     if layout.has_end:
         # pre-6.3: sp_reg UNDEFINED ends the unwind (end=1) or is a blind spot (end=0)
         end = get("end").astype(bool)
@@ -291,6 +321,9 @@ def read_orc_tables(kernel: "Kernel", modules: bool = True) -> OrcTables:
 
     def fetch(first: int, count: int) -> bytes:
         return kernel.read(orc_start + ORC_ENTRY_SIZE * first, ORC_ENTRY_SIZE * count)
+
+    middle = max(0, n // 2 - ENTRY_BLOCK // 2)
+    layout = with_numbering(layout, fetch(middle, min(ENTRY_BLOCK, n - middle)))
 
     stext = _symbol(kernel, "_stext")
     etext = _symbol(kernel, "_etext")
