@@ -257,6 +257,74 @@ def test_qemu_command_line(tmp_path):
     assert crashkernel_for(256) == "96M" and crashkernel_for(512) == "160M"
 
 
+def test_qemu_command_line_without_vmcoreinfo(tmp_path):
+    cfg = QemuConfig(kernel=tmp_path / "k", initrd=tmp_path / "i", append="", disk=tmp_path / "d",
+                     vmcoreinfo=False, qmp=tmp_path / "qmp.sock")
+    joined = " ".join(cfg.command())
+    assert "vmcoreinfo" not in joined
+    assert f"-qmp unix:{tmp_path}/qmp.sock,server=on,wait=off" in joined
+
+
+def test_idle_scenario_and_formats():
+    from kdnb.lab.run import _check_formats
+
+    idle = get("idle")
+    assert idle.qemu_dump and not idle.module and idle.crash_comm is None
+    s = first_init(idle, parse_formats("qemu-elf"))
+    assert "kexec -p" not in s and "step dump-ready" in s and s.index("step crash") < s.index("dump-ready")
+    assert "/proc/kallsyms" in s
+    assert FORMATS["qemu-elf"].qemu == "elf" and FORMATS["qemu-kdump-zlib"].qemu == "kdump-zlib"
+    with pytest.raises(LabError, match="written by QEMU"):
+        FORMATS["qemu-elf"].command(31, "o")
+    _check_formats("idle", True, parse_formats("qemu-elf,qemu-kdump-zlib"), False)
+    with pytest.raises(LabError, match="cannot write kdump-zlib"):
+        _check_formats("idle", True, parse_formats("kdump-zlib"), True)
+    with pytest.raises(LabError, match="cannot write qemu-elf"):
+        _check_formats("oops", False, parse_formats("qemu-elf"), True)
+    with pytest.raises(LabError, match="--no-vmcoreinfo only applies"):
+        _check_formats("oops", False, parse_formats("kdump-zlib"), False)
+
+
+def test_qmp_dump_guest_memory(tmp_path):
+    """The QMP client negotiates, asks for an unpaged dump of the right format, skips events
+    and quits QEMU (a fake QMP server stands in for QEMU)."""
+    import socket
+    import threading
+
+    from kdnb.lab.qmp import dump_guest_memory
+
+    path = tmp_path / "qmp.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    got: list[dict] = []
+
+    def serve():
+        conn, _ = srv.accept()
+        f = conn.makefile("rwb")
+        f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+        f.flush()
+        for line in f:
+            msg = json.loads(line)
+            got.append(msg)
+            if msg["execute"] == "dump-guest-memory":
+                f.write(b'{"event": "STOP"}\n{"event": "RESUME"}\n')
+            f.write(b'{"return": {}}\n')
+            f.flush()
+            if msg["execute"] == "quit":
+                break
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    dump_guest_memory(path, tmp_path / "vmcore", "kdump-zlib")
+    t.join(5)
+    srv.close()
+    assert [m["execute"] for m in got] == ["qmp_capabilities", "dump-guest-memory", "quit"]
+    assert got[1]["arguments"] == {"paging": False, "protocol": f"file:{tmp_path}/vmcore",
+                                   "format": "kdump-zlib"}
+
+
 def test_accel_choice(monkeypatch):
     monkeypatch.setenv("KDNB_LAB_ACCEL", "tcg")
     assert kvm_usable() == (False, "KDNB_LAB_ACCEL")
@@ -345,6 +413,26 @@ def test_first_init_script():
     e32 = first_init(get("sysrq"), parse_formats("elf32"))
     assert "kexec -p /boot/vmlinuz --initrd" in e32 and "-c --elf32-core-headers" in e32
     assert "insmod /lib/kdnb_crash.ko" not in first_init(get("sysrq"), parse_formats("kdump-zlib"))
+
+
+def test_capture_init_flattened():
+    s = capture_init(parse_formats("kdump-zlib-flat"), 23)
+    assert "{ makedumpfile -F -c -d 23 /proc/vmcore > $O/vmcore.kdump-zlib-flat; } > $O/kdump-zlib-flat.log 2>&1" in s
+
+
+def test_base_image_has_sid_library_path(tmp_path):
+    """sid's loader only searches /usr/lib/x86_64-linux-gnu: the image links it to /lib's."""
+    from kdnb.lab.guest import _base_image
+    from kdnb.lab.packages import ToolFiles
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    tools = ToolFiles(f, f, f, {}, {})
+    img = _base_image(tools, tmp_path, [], "#!/bin/sh\n", {"libc.so.6": f})
+    e = img.entries
+    assert stat.S_ISLNK(e["usr/lib/x86_64-linux-gnu"].mode)
+    assert e["usr/lib/x86_64-linux-gnu"].data == b"../../lib/x86_64-linux-gnu"
+    assert "lib/x86_64-linux-gnu/libc.so.6" in e
 
 
 def test_capture_init_script():
@@ -541,3 +629,41 @@ def test_lab_five_level_paging(tmp_path):
         assert d.kernel.pagetable.levels == 5
         assert len(d.tasks) > 30 and d.root_cause().category == "sysrq"
         assert d.validate().verdict == "usable"
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+@pytest.mark.parametrize("kernel,memory", [("5.10", "256M"), ("7.2", "320M")])
+def test_lab_other_suites(tmp_path, kernel, memory):
+    """5.10 (bullseye) and 7.2 (sid): module scenario, flattened container, dmesg captured."""
+    import kdnb.lab
+
+    path = kdnb.lab.make("oops", kernel=kernel, formats="kdump-zlib-flat", memory=memory,
+                         out_dir=tmp_path / "out", progress=None)
+    gt = json.loads((path.parent / "ground-truth.json").read_text())
+    assert validate(gt) == [] and gt["kernel_series"] == kernel
+    assert gt["dump_level"] == SERIES[kernel].dump_level
+    assert path.read_bytes()[:12] == b"makedumpfile"
+    assert gt["crash_context_cpu_pid_comm"]["comm"] == "kdnb_trigger"
+    assert read_vmcoreinfo(path)["OSRELEASE"] == gt["kernel_release"]
+    assert "NULL pointer dereference" in (path.parent / "dmesg.txt").read_text()
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+def test_lab_idle_without_vmcoreinfo(tmp_path):
+    """QEMU's own ELF dump of a running guest, with no VMCOREINFO note in it."""
+    from elftools.elf.elffile import ELFFile
+
+    import kdnb.lab
+
+    path = kdnb.lab.make("idle", kernel="6.1", memory="256M", vmcoreinfo=False,
+                         out_dir=tmp_path / "out", progress=None)
+    gt = json.loads((path.parent / "ground-truth.json").read_text())
+    assert path.name == "vmcore.qemu-elf" and validate(gt) == []
+    assert gt["vmcoreinfo"] == {} and gt["qemu_device_vmcoreinfo"] is False
+    assert gt["kaslr_kerneloffset"] and "init_task" in gt["kallsyms_first_kernel"]
+    with open(path, "rb") as fh:
+        owners = {n["n_name"] for seg in ELFFile(fh).iter_segments() if seg["p_type"] == "PT_NOTE"
+                  for n in seg.iter_notes()}
+    assert "CORE" in owners and "VMCOREINFO" not in owners

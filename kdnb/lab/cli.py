@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the scenarios, formats and kernel series the lab knows."""
-    from .formats import DEFAULT_DUMP_LEVEL, FORMATS
+    from .formats import FORMATS
+    from .kernels import SERIES
     from .scenarios import SCENARIOS
 
     width = max(len(n) for n in SCENARIOS)
@@ -23,7 +24,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in SCENARIOS.values():
         print(f"  {s.name:<{width}}  {s.description}")
     print("formats:  " + ", ".join(FORMATS))
-    print("kernels:  " + ", ".join(f"{k} (default dump level {v})" for k, v in DEFAULT_DUMP_LEVEL.items()))
+    print("kernels:  " + ", ".join(f"{s.name} ({s.suite}, default dump level {s.dump_level})"
+                                   for s in SERIES.values()))
     return 0
 
 

@@ -46,9 +46,16 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None
     The output folder (``out_dir``, default ``./k<series>-<scenario>``) gets ``vmcore.<format>``
     files, ``ground-truth.json``, ``dmesg.txt`` (makedumpfile --dump-dmesg), ``snapshot/``
     (the guest's /proc just before the crash), ``console.log`` and ``capture-logs/``.
-    ``formats`` defaults to kdump-zlib (qemu-elf for the ``idle`` scenario, which QEMU dumps
-    itself; ``vmcoreinfo=False`` then leaves out ``-device vmcoreinfo``, so that dump has no
-    VMCOREINFO note and there is no dmesg.txt).
+    ``formats`` defaults to kdump-zlib.
+
+    Scenario ``idle`` crashes nothing and loads no capture kernel: when the guest has taken its
+    snapshot, the host asks QEMU (QMP ``dump-guest-memory``, paging off) for ``vmcore.qemu-elf``
+    (ELF: one PT_LOAD per RAM block with vaddr = paddr, NT_PRSTATUS per vCPU whose "pid" is
+    vCPU index + 1, QEMU register notes) or ``vmcore.qemu-kdump-zlib`` (QEMU's flattened
+    kdump). ``vmcoreinfo=False`` (CLI ``--no-vmcoreinfo``) leaves out ``-device vmcoreinfo``,
+    so the dump has no VMCOREINFO note: ground-truth.json then has ``vmcoreinfo: {}``, the
+    KASLR offset and symbol addresses from the guest's /proc/kallsyms, ``dump_level`` 0 and
+    no dmesg.txt; capture-logs/qemu-dump.log records the QMP command, size and time.
     """
     say = progress or (lambda s: None)
     t_start = time.monotonic()
@@ -65,7 +72,7 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None
             release, series = resolve_kernel(kernel, lambda suite: cache.for_suite(suite).apt)
         except (ValueError, AptError) as e:
             raise LabError(f"resolve kernel {kernel}: {e}") from None
-        level = series.dump_level if dump_level is None else int(dump_level)
+        level = (0 if sc.qemu_dump else series.dump_level) if dump_level is None else int(dump_level)
         need = QEMU_DUMP_MIN_MEMORY_MIB if sc.qemu_dump else series.min_memory_mib
         if mem < need:
             raise LabError(f"memory {mem} MiB is too small for {release}: use at least {need} MiB "
@@ -192,6 +199,7 @@ def _qemu_dumps(sock: Path, fmts: list[Format], level: int, out: Path, log: list
         t0 = time.monotonic()
         say(f"dump: QMP dump-guest-memory format={f.qemu} -> {dest.name}")
         dump_guest_memory(sock, dest.resolve(), f.qemu or "elf", quit=i == len(fmts) - 1)
+        dest.chmod(0o644)  # QEMU creates it 0600
         log.append(f"dump-guest-memory format={f.qemu} paging=false file={dest.name} "
                    f"bytes={dest.stat().st_size} secs={time.monotonic() - t0:.2f}")
 
