@@ -12,13 +12,36 @@ from pathlib import Path
 import pytest
 
 from kdnb.lab import list_scenarios
-from kdnb.lab.formats import DEFAULT_DUMP_LEVEL, FORMATS, default_dump_level, parse_formats
-from kdnb.lab.groundtruth import console_facts, parse_kallsyms, parse_proc_stat, read_vmcoreinfo, validate
-from kdnb.lab.guest import CAPTURE_APPEND, KALLSYMS_SUBSET, _modname, capture_init, first_init
+from kdnb.lab.formats import (
+    DEFAULT_DUMP_LEVEL,
+    FORMATS,
+    default_dump_level,
+    parse_formats,
+)
+from kdnb.lab.groundtruth import (
+    console_facts,
+    parse_kallsyms,
+    parse_proc_stat,
+    read_vmcoreinfo,
+    validate,
+)
+from kdnb.lab.guest import (
+    CAPTURE_APPEND,
+    KALLSYMS_SUBSET,
+    _modname,
+    capture_init,
+    first_init,
+)
 from kdnb.lab.initramfs import Initramfs, read_cpio
 from kdnb.lab.kernels import SERIES, series_of
 from kdnb.lab.packages import LabError
-from kdnb.lab.qemu import QemuConfig, cpu_model, crashkernel_for, kvm_usable, parse_memory
+from kdnb.lab.qemu import (
+    QemuConfig,
+    cpu_model,
+    crashkernel_for,
+    kvm_usable,
+    parse_memory,
+)
 from kdnb.lab.scenarios import LEAKED_OBJECTS, SCENARIOS, get
 
 DATA = Path(__file__).resolve().parent.parent / "data"

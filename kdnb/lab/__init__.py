@@ -18,4 +18,4 @@ from .packages import LabError
 from .run import make
 from .scenarios import SCENARIOS, list_scenarios
 
-__all__ = ["make", "list_scenarios", "SCENARIOS", "LabError"]
+__all__ = ["SCENARIOS", "LabError", "list_scenarios", "make"]

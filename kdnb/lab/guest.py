@@ -87,8 +87,7 @@ def module_load_order(modules_dir: Path, wanted: tuple[str, ...] = WANTED_MODULE
 def _modname(path: str) -> str:
     base = path.rsplit("/", 1)[-1]
     for ext in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
-        if base.endswith(ext):
-            base = base[: -len(ext)]
+        base = base.removesuffix(ext)
     return base.replace("-", "_")
 
 

@@ -57,11 +57,6 @@ def series_of(release: str) -> Series:
                      f"{', '.join(SERIES)} (cloud-amd64 flavour)")
 
 
-def image_package(release: str) -> str:
-    """The linux-image package of a release."""
-    return f"linux-image-{release}"
-
-
 def releases_in(names: set[str], series: Series) -> list[str]:
     """Releases of ``series`` among package names that have both an image and a headers
     package, oldest first."""

@@ -13,9 +13,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import KdnbError
 from .apt import AptConfig, AptError
@@ -62,7 +62,7 @@ class PackageCache:
         (self.dir / "root").mkdir(parents=True, exist_ok=True)
         self.apt = AptConfig(self.suite, self.root / "apt" / self.suite)
 
-    def for_suite(self, suite: str) -> "PackageCache":
+    def for_suite(self, suite: str) -> PackageCache:
         """The cache of another suite, sharing this root (and its lock)."""
         return self if suite == self.suite else PackageCache(self.root, suite)
 
@@ -202,7 +202,7 @@ def fetch_headers(cache: PackageCache, release: str) -> Path:
         return hdir
     pkg = f"linux-headers-{release}"
     parts = [pkg] + [d for d in cache.depends(pkg)
-                     if d.startswith("linux-headers-") or d.startswith("linux-kbuild-")]
+                     if d.startswith(("linux-headers-", "linux-kbuild-"))]
     merge_trees(cache.unpacked_all(parts), tree, "merge headers")
     mk = hdir / "Makefile"
     if not mk.exists():
@@ -215,7 +215,7 @@ def fetch_headers(cache: PackageCache, release: str) -> Path:
 
 def host_has_package(package: str) -> bool:
     """Whether dpkg says ``package`` is installed on the host."""
-    p = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", package], capture_output=True, text=True)
+    p = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", package], capture_output=True, text=True, check=False)
     return p.returncode == 0 and "installed" in p.stdout and "not-installed" not in p.stdout
 
 

@@ -6,8 +6,8 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import build as _build
 from . import disk as _disk
@@ -204,7 +204,7 @@ def _qemu_dumps(sock: Path, fmts: list[Format], level: int, out: Path, log: list
                    f"bytes={dest.stat().st_size} secs={time.monotonic() - t0:.2f}")
 
 
-def _collect(fmts: list[Format], level: int, capdir: Path, out: Path, res: "_qemu.RunResult",
+def _collect(fmts: list[Format], level: int, capdir: Path, out: Path, res: _qemu.RunResult,
              say: Callable[[str], None]) -> tuple[dict[str, Path], list[str]]:
     """Move the capture kernel's dumps (and dmesg.txt) into ``out``; QEMU's are there already."""
     out_files: dict[str, Path] = {}
@@ -259,12 +259,12 @@ def _elf_class(path: Path) -> int | None:
     return head[4] if head[:4] == b"\x7fELF" and len(head) == 5 else None
 
 
-def _crashkernel_failed(res: "_qemu.RunResult") -> bool:
+def _crashkernel_failed(res: _qemu.RunResult) -> bool:
     return any("cannot allocate crashkernel" in l or "crashkernel reservation failed" in l
                for l in res.console)
 
 
-def _check_run(res: "_qemu.RunResult", qemu_dump: bool = False) -> None:
+def _check_run(res: _qemu.RunResult, qemu_dump: bool = False) -> None:
     """Raise a LabError naming the step that failed, with the console tail."""
     tail = _qemu.console_tail(res.console)
     if res.hook_error:

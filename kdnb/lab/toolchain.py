@@ -8,7 +8,7 @@ import os
 import shlex
 import shutil
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .packages import LabError, PackageCache, _run, merge_trees
@@ -32,7 +32,7 @@ class Toolchain:
     chroot: Path | None = None
     headers_dir: Path | None = None
     description: str = "host gcc-12"
-    tools: tuple[str, ...] = field(default=("make", "gcc-12"))
+    tools: tuple[str, ...] = ("make", "gcc-12")
 
 
 def host_has_toolchain() -> bool:
