@@ -24,11 +24,11 @@ import kdnb
 t1 = time.perf_counter()
 d = kdnb.open(sys.argv[1])
 k = d.kernel
+init = k.symbol("init_task")  # symbols load on first need
 t2 = time.perf_counter()
 ts = k.type("struct task_struct")
 t3 = time.perf_counter()
-init = k.symbol("init_task")
-lay = k.layout(ts, ["pid", "comm", "__state"])
+lay = k.layout(ts, ["pid", "comm", "__state" if ts.has_member("__state") else "state"])
 walk = k.list_walk(init + ts.offsetof("tasks"), ts, "tasks")
 n = 0
 for addr in walk:
@@ -65,7 +65,8 @@ def main(argv: list[str]) -> None:
                 name = f"{dump.parent.name}/{dump.name}"
                 print(f"{name:40} {label:5} {imp:>7} {op:>9} {ty:>9} {tasks:>7} {sdf:>11} "
                       f"{total:7.3f}  {nsyms} {ntasks}")
-    print("total = import + open/symbols + BTF/first type + task walk (symbols DataFrame not included)")
+    print("total = import + open/symbols + BTF/first type + task walk (symbols DataFrame not included);")
+    print("open+sym is VMCOREINFO's kallsyms tables (tier 1) or a scan of the kernel image (tier 2, < 6.0)")
 
 
 if __name__ == "__main__":

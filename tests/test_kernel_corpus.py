@@ -209,3 +209,17 @@ def test_vmlinux_symbols_and_types_agree_with_the_dump_alone() -> None:
         assert set(zip(with_vm.tasks.pid, with_vm.tasks.comm)) == set(zip(alone.tasks.pid, alone.tasks.comm))
     with pytest.raises(VmlinuxMismatch):
         kdnb.open(corpus_dir("k6.12-hung_task") / "vmcore.kdump-zlib", vmlinux=VMLINUX).kernel
+
+
+@pytest.mark.parametrize("name", ["k6.1-sysrq", "k6.12-hung_task", "k7.2-panic"])
+def test_scan_finds_the_tables_vmcoreinfo_names(name: str) -> None:
+    """The tier-2 scan, run on kernels whose VMCOREINFO names the tables, finds those tables
+    (6.1: seqs_of_names between markers and token table; 6.12/7.2: offsets after the index)."""
+    from kdnb.kernel import kallsyms, kallsyms_scan
+    d = kdnb.open(corpus_dir(name) / "vmcore.kdump-zlib")
+    expected = kallsyms.expected_symbols(d.vmcoreinfo)
+    tables, raw = kallsyms_scan.find(d.kernel.read, expected, d.path)
+    named = kallsyms.tables_from_vmcoreinfo(d.vmcoreinfo)
+    for field in ("num_syms", "names", "token_table", "token_index", "offsets", "relative_base"):
+        assert getattr(tables, field) == getattr(named, field), field
+    assert raw.names == d.kernel._table.names and len(raw.verified) >= 5

@@ -30,6 +30,7 @@ DIGITS = b"".join(bytes([c]) + b"\0" for c in b"0123456789")
 IMAGE_MAX = 256 << 20  # scanned bytes of the kernel image at most
 _CHUNK = 1 << 20
 MIN_VERIFIED = 2
+SEQS_SPAN = 16 << 20  # bytes before the token table searched for markers + seqs_of_names
 
 
 class Image:
@@ -112,6 +113,8 @@ def find(read: Reader, expected: dict[str, int], path: str = "") -> tuple[Tables
                     except KdnbError:
                         continue
                     if len(verified) >= MIN_VERIFIED:
+                        if encoding == "place-relative":  # a relative base, if any, is not one
+                            candidate = replace(candidate, relative_base=None)
                         return candidate, RawSymbols(names, addresses, types, encoding, verified)
     raise MissingDebugInfo(f"{path}: no kallsyms tables found in the kernel image "
                            f"{start:#x}-{end:#x} ({image.missing} pages missing): pass vmlinux= or system_map=")
@@ -159,10 +162,32 @@ def _markers_start(image: Image, token_table: int) -> tuple[int, list[int]] | No
 Places = list[tuple[int, int | None]]
 
 
+def _markers_before_seqs(image: Image, token_table: int) -> tuple[int, list[int]] | None:
+    """kallsyms_markers when kallsyms_seqs_of_names (3 bytes a symbol; 6.2, and Debian's 6.1)
+    lies between them and the token table: an increasing u32 run from 0 whose length fits the
+    size of what follows it."""
+    lo = max(image.start, token_table - min(SEQS_SPAN, 4 * bounds.KALLSYMS_MAX)) & ~3
+    words = np.frombuffer(image.read(lo, (token_table - lo) & ~3), dtype="<u4").astype(np.int64)
+    if len(words) < 2:
+        return None
+    breaks = np.flatnonzero(words[1:] <= words[:-1])  # the run from j ends at the first break >= j
+    for j in np.flatnonzero(words[:-1] == 0)[::-1]:
+        k = int(np.searchsorted(breaks, j))
+        run = (int(breaks[k]) if k < len(breaks) else len(words) - 1) - int(j) + 1
+        for groups in range(run, max(run - 8, 1), -1):  # the seqs may continue the run by chance
+            seqs = lo + 4 * (int(j) + groups)
+            for pad in (0, 4):
+                size = token_table - (seqs + pad)
+                n = size // 3
+                if 0 <= size - 3 * n < 8 and 256 * (groups - 1) < n <= 256 * groups:
+                    return lo + 4 * int(j), words[j:j + groups].tolist()
+    return None
+
+
 def _layouts(image: Image, token_table: int, token_index: int) -> Iterator[tuple[Tables, Places]]:
     """Candidate table sets for one token table (names before the markers) with the candidate
     places of the offsets (on either side)."""
-    found = _markers_start(image, token_table)
+    found = _markers_start(image, token_table) or _markers_before_seqs(image, token_table)
     if found is None:
         return
     markers_at, markers = found
