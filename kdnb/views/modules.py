@@ -50,6 +50,7 @@ def modules_frame(dump: "Dump") -> pd.DataFrame:
     list_off = mt.offsetof("list")
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
+    closed = False  # the forward walk came back to the head
     for direction, first in (("list.next", _U64.unpack_from(link, 0)[0]),
                              ("list.prev", _U64.unpack_from(link, 8)[0])):
         node = first
@@ -82,7 +83,12 @@ def modules_frame(dump: "Dump") -> pd.DataFrame:
             node = v[idx[direction]]
         else:
             if node == head:
+                closed = direction == "list.next"
                 break
+            if len(seen) >= MAX_MODULES:
+                gaps.note(f"the module list has more than {MAX_MODULES} modules", head)
+            elif direction == "list.next":  # back at a module already seen: the list cycles
+                gaps.note(f"the module list: cycle at {node:#x} after {len(seen)} modules", node)
     states = list(dict.fromkeys([*STATES, *state_names.values(), *(r["state"] for r in rows)]))
     df = pd.DataFrame({
         "name": pd.array([r["name"] for r in rows], dtype="string"),
@@ -94,4 +100,6 @@ def modules_frame(dump: "Dump") -> pd.DataFrame:
         "symbols": pd.array([r["symbols"] for r in rows], dtype="Int32"),
         "address": pd.array([r["address"] for r in rows], dtype="UInt64"),
     })
+    df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}),
+                        "walk": {"list": "modules", "entries": len(seen), "closed": closed}}
     return gaps.attach(df, "modules")

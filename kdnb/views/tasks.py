@@ -271,7 +271,8 @@ def tasks_frame(dump: "Dump") -> pd.DataFrame:
     r = _TaskReader(k, gaps)
     init_task = k.symbol("init_task")
     rqs = _runqueues(k, gaps)
-    for leader in _walk_processes(r, init_task):
+    leaders = _walk_processes(r, init_task)
+    for leader in leaders:
         _walk_threads(r, leader)
     _walk_children(r)
     # current and idle tasks are always listed, even when a hole hid them from the lists
@@ -283,6 +284,11 @@ def tasks_frame(dump: "Dump") -> pd.DataFrame:
     idle_tasks = {idle for _cpu, _curr, idle in rqs if idle}
     addresses = [a for a in r.order if a != init_task or init_task in idle_tasks]
     df = _frame(k, r, addresses, current, gaps)
+    # what the walk found, for capture validation: processes on init_task.tasks itself (the
+    # rest came through children lists), task_structs that could not be read, CPUs seen
+    df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}), "walk": {
+        "list": "init_task.tasks", "entries": len(leaders), "unreadable": len(r.failed),
+        "cpus": [cpu for cpu, _curr, _idle in rqs]}}
     return gaps.attach(df, "tasks")
 
 
