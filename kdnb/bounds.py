@@ -71,7 +71,7 @@ def parse_int(text: str | None, field: str, base: int, path: str = "") -> int:
 _KEYS: dict[str, tuple[int, int, int]] = {
     "PAGESIZE": (10, 4096, 1 << 16),
     "KERNELOFFSET": (16, 0, 1 << 31),  # the KASLR slide stays within KERNEL_IMAGE_SIZE (1 GiB)
-    "CRASHTIME": (10, 0, 1 << 40),
+    "CRASHTIME": (10, 0, 1 << 33),  # pandas Timestamps end in 2262
     "NUMBER(phys_base)": (10, -(1 << 52), 1 << 52),
     "NUMBER(MAX_PHYSMEM_BITS)": (10, 32, MAX_PHYSMEM_BITS),
     "NUMBER(pgtable_l5_enabled)": (10, 0, 1),

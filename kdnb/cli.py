@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Sequence
+import traceback
+import warnings
+from typing import Callable, Sequence, TextIO
 
 from .errors import KdnbError
+
+EXIT_ERROR = 3  # a KdnbError: not a dump, or a dump too damaged for the command
+EXIT_INTERNAL = 4  # an unexpected exception: a kdnb bug
+EXIT_INTERRUPTED = 130
 
 
 def _dump_path(arg: str | None) -> str:
@@ -93,17 +100,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `kdnb` console script."""
-    args = build_parser().parse_args(argv)
+def _one_line(text: object) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """warnings.showwarning for the command line: `kdnb: warning: <message>`, no source path."""
+    print(f"kdnb: warning: {_one_line(message)}", file=file or sys.stderr)
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one subcommand: warnings as one line each, a KdnbError as one line and exit status
+    EXIT_ERROR, an unexpected exception as one line naming where it happened and exit status
+    EXIT_INTERNAL (with KDNB_DEBUG=1 the traceback is shown instead)."""
+    saved = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
-        return args.func(args)
+        return func(args)
     except KdnbError as exc:
-        print(f"kdnb: {exc}", file=sys.stderr)
-        return 3
+        print(f"kdnb: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print("kdnb: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, not a traceback
+        if os.environ.get("KDNB_DEBUG"):
+            raise
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"kdnb: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(at {os.path.basename(frame.filename)}:{frame.lineno}; KDNB_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        warnings.showwarning = saved
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kdnb` console script."""
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

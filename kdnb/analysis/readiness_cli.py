@@ -35,7 +35,9 @@ def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(prog="kdnb")
     add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["readiness", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    from ..cli import run_command
+
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

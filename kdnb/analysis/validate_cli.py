@@ -5,23 +5,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+EXIT_NOT_A_DUMP = 3
+
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate one dump (or the parts of a split set) and print the table or JSON."""
+    from ..dump.detect import special_file
+    from ..errors import KdnbError
     from .validate import Validation, validate, validate_path
 
     paths = list(args.vmcore)
+    for path in paths:  # a FIFO or device would block the readers: refuse it from its stat
+        what = special_file(path)
+        if what:
+            print(f"kdnb: {path}: {what}, not a dump file", file=sys.stderr)
+            return EXIT_NOT_A_DUMP
     if len(paths) == 1:
         result: Validation = validate_path(paths[0])
     else:
         from ..api import open as open_dump
-        from ..errors import KdnbError
 
         try:
             dump = open_dump(paths)
         except KdnbError as exc:
             print(f"kdnb: {exc}", file=sys.stderr)
-            return 3
+            return EXIT_NOT_A_DUMP
         try:
             result = validate(dump)
         finally:
@@ -35,7 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def add_subparser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `validate` to the `kdnb` command's subparsers."""
     p = subparsers.add_parser(
         "validate", help="is this dump complete and usable? (exit 0 usable, 1 degraded, "
@@ -49,12 +57,14 @@ def add_subparser(subparsers: "argparse._SubParsersAction") -> argparse.Argument
     return p
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run `validate` standalone (python -m kdnb.analysis.validate_cli VMCORE)."""
     parser = argparse.ArgumentParser(prog="kdnb")
     add_subparser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["validate", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    from ..cli import run_command
+
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

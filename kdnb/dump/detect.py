@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ..errors import FormatError
 
@@ -17,15 +18,14 @@ COMPRESSED_MAGICS = (
 
 
 def sniff(path: str) -> str:
-    """'elf', 'kdump' or 'flattened' for a dump; FormatError naming what the file is otherwise."""
+    """'elf', 'kdump' or 'flattened' for a dump; FormatError naming what the file is otherwise.
+
+    Only regular files are opened: a FIFO, socket or device is refused from its stat, before
+    any read could block on it or never end."""
+    size = regular_file_size(path)
     try:
-        size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(4096)
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, not a dump file") from None
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
     except OSError as exc:
         raise FormatError(f"{path}: cannot be read ({exc.strerror})") from None
     if size == 0:
@@ -41,6 +41,40 @@ def sniff(path: str) -> str:
             raise FormatError(f"{path}: {what}: decompress it first ({tool}), then open the result")
     raise FormatError(f"{path}: not a crash dump ({describe(head)}); kdnb reads ELF vmcores, "
                       "makedumpfile kdump-compressed/flattened files and QEMU dumps")
+
+
+def regular_file_size(path: str) -> int:
+    """The size of `path` when it is a regular file; FormatError (from its stat, nothing is
+    opened) for a missing file, a directory, FIFO, socket or device."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(f"{path}: {_kind(st.st_mode)}, not a dump file")
+    return st.st_size
+
+
+_KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "is a socket"), (stat.S_ISCHR, "is a character device"),
+          (stat.S_ISBLK, "is a block device"))
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, from its st_mode."""
+    return next((what for test, what in _KINDS if test(mode)), "is not a regular file")
+
+
+def special_file(path: str) -> str | None:
+    """"is a FIFO (named pipe)" & co. for a file whose reads could block or never end (FIFO,
+    socket, device), from its stat; None for anything else (missing files included)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _kind(mode)
 
 
 def describe(head: bytes) -> str:

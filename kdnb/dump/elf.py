@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from ..errors import CorruptDump, FormatError
+from ..bounds import MAX_PHYSMEM_BITS, U64_MAX, vmcoreinfo_int
+from ..errors import CorruptDump, FormatError, ImplausibleValue
 from .base import DumpReader, Segment
 from .notes import NT_AUXV, NT_FILE, NT_PRPSINFO, is_qemu, parse_notes, parse_vmcoreinfo, \
     prstatus_notes, vmcoreinfo_note
 
 ELF_FLAG_INCOMPLETE = 0x1  # makedumpfile -E sets e_flags bit 0 when it ran out of space
 USER_NOTE_TYPES = {NT_PRPSINFO, NT_AUXV, NT_FILE}
+NOTES_MAX = 1 << 26  # 64 MiB of notes: 8192 CPUs' PRSTATUS notes need ~3 MiB
+PHYS_LIMIT = 1 << MAX_PHYSMEM_BITS
+OVERLAP_SAMPLES = 8  # pages compared where two PT_LOADs describe the same physical memory
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class _Load:
 
 
 class ElfDump(DumpReader):
-    """A vmcore in ELF form; memory is read straight from the mapped file."""
+    """A vmcore in ELF form; memory is read from the file with pread (no mapping, so a huge
+    sparse file costs no address space)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -56,21 +60,32 @@ class ElfDump(DumpReader):
             raise FormatError(f"{self.path}: an ELF {ehdr['e_type']} file, not a core dump "
                               "(is this a vmlinux or a module? pass it as vmlinux=)")
         self.elfclass = elf.elfclass
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._fd = self._file.fileno()
 
         note_blob = b""
         problems: list[str] = []
         loads: list[_Load] = []
+        n_loads = 0
         for ph in phdrs:
             if ph["p_type"] == "PT_NOTE":
                 end = ph["p_offset"] + ph["p_filesz"]
                 if end > self.file_size:
                     problems.append(f"PT_NOTE ends at {end:#x}, past the end of the file "
                                     f"({self.file_size:#x})")
-                note_blob += self._map[ph["p_offset"]:min(end, self.file_size)]
+                size = min(end, self.file_size, ph["p_offset"] + NOTES_MAX - len(note_blob)) - ph["p_offset"]
+                if size < ph["p_filesz"] and end <= self.file_size:
+                    problems.append(f"PT_NOTE of {ph['p_filesz']:#x} bytes: only the first "
+                                    f"{NOTES_MAX:#x} bytes of notes are read")
+                note_blob += os.pread(self._fd, max(size, 0), ph["p_offset"])
             elif ph["p_type"] == "PT_LOAD":
-                loads.append(_Load(len(loads), ph["p_paddr"], ph["p_vaddr"], ph["p_offset"],
-                                   ph["p_filesz"], ph["p_memsz"]))
+                load = _Load(n_loads, ph["p_paddr"], ph["p_vaddr"], ph["p_offset"],
+                             ph["p_filesz"], ph["p_memsz"])
+                n_loads += 1
+                why = _implausible(load)
+                if why:
+                    problems.append(f"PT_LOAD {load.index} ignored: {why}")
+                else:
+                    loads.append(load)
         self.notes = parse_notes(note_blob, problems)
         raw = vmcoreinfo_note(self.notes)
         if raw is not None:
@@ -82,9 +97,13 @@ class ElfDump(DumpReader):
         if raw is None and not qemu and any(n.type in USER_NOTE_TYPES for n in self.notes):
             raise FormatError(f"{self.path}: a userspace process core dump (it has process "
                               "notes and no VMCOREINFO); kdnb reads kernel crash dumps")
-        self.page_size = int(self.vmcoreinfo.get("PAGESIZE", "4096") or 4096)
+        try:
+            self.page_size = vmcoreinfo_int(self.vmcoreinfo, "PAGESIZE", self.path, 4096)
+        except ImplausibleValue as exc:
+            problems.append(f"{exc}; x86_64 pages of 4096 bytes assumed")
         self._loads = loads
         self._build_index()
+        problems.extend(self._overlaps())
         expected = max((ld.offset + ld.filesz for ld in loads), default=0)
         truncated = self.file_size < expected
         if truncated:
@@ -102,11 +121,11 @@ class ElfDump(DumpReader):
             "truncated": truncated,
             "file_size": self.file_size,
             "expected_size": expected,
-            "pt_loads": len(loads),
+            "pt_loads": n_loads,
             "nr_cpus": len(prstatus_notes(self.notes)),
             "qemu": qemu,
             "compression": "none",
-            "phys_base": _signed(self.vmcoreinfo.get("NUMBER(phys_base)")),
+            "phys_base": _phys_base(self.vmcoreinfo, problems),
             "problems": problems,
         }
 
@@ -148,10 +167,39 @@ class ElfDump(DumpReader):
                 if foff >= self.file_size:
                     raise self._missing(paddr, "beyond the end of a truncated file")
                 n = self.file_size - foff
-            out.append(self._map[foff:foff + n])
+            out.append(os.pread(self._fd, n, foff))
             paddr += n
             size -= n
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def _overlaps(self) -> list[str]:
+        """Problems where two PT_LOADs give different bytes for the same physical memory.
+
+        /proc/vmcore repeats the kernel text range (its text-mapping PT_LOAD and a direct-map
+        PT_LOAD describe the same pages): that overlap is fine when the contents agree."""
+        problems: list[str] = []
+        reach: _Load | None = None  # the load reaching furthest so far, by paddr order
+        for ld in sorted(self._loads, key=lambda x: (x.paddr, -x.filesz)):
+            if reach is not None and ld.paddr < reach.paddr + reach.filesz and ld.filesz:
+                lo, hi = ld.paddr, min(ld.paddr + ld.filesz, reach.paddr + reach.filesz)
+                if not self._same_bytes(reach, ld, lo, hi):
+                    problems.append(f"PT_LOAD {ld.index} overlaps PT_LOAD {reach.index} at "
+                                    f"physical {lo:#x}-{hi:#x} with different contents "
+                                    f"(PT_LOAD {reach.index} is read there)")
+            if reach is None or ld.paddr + ld.filesz > reach.paddr + reach.filesz:
+                reach = ld
+        return problems
+
+    def _same_bytes(self, a: _Load, b: _Load, lo: int, hi: int) -> bool:
+        """Whether a few evenly spread pages of [lo, hi) read the same through both loads."""
+        psz = self.page_size
+        step = max(psz, (hi - lo) // OVERLAP_SAMPLES)
+        for paddr in range(lo, hi, step):
+            n = min(psz, hi - paddr)
+            if os.pread(self._fd, n, a.offset + paddr - a.paddr) != \
+                    os.pread(self._fd, n, b.offset + paddr - b.paddr):
+                return False
+        return True
 
     def segments(self) -> list[Segment]:
         segs = []
@@ -171,17 +219,24 @@ class ElfDump(DumpReader):
 
     def close(self) -> None:
         super().close()
-        if getattr(self, "_map", None) is not None:
-            self._map.close()
-            self._map = None
         self._file.close()
 
 
-def _signed(value: str | None) -> int | None:
-    if value is None:
-        return None
+def _implausible(ld: _Load) -> str:
+    """Why a PT_LOAD cannot describe physical memory, or "" when it can."""
+    if ld.filesz > ld.memsz:
+        return f"p_filesz {ld.filesz:#x} > p_memsz {ld.memsz:#x}"
+    if ld.paddr + ld.memsz > PHYS_LIMIT:
+        return f"p_paddr {ld.paddr:#x} + p_memsz {ld.memsz:#x} is past the {MAX_PHYSMEM_BITS}-bit physical limit"
+    if ld.vaddr + ld.memsz > U64_MAX + 1:
+        return f"p_vaddr {ld.vaddr:#x} + p_memsz {ld.memsz:#x} wraps the address space"
+    return ""
+
+
+def _phys_base(vmcoreinfo: dict[str, str], problems: list[str]) -> int | None:
     try:
-        return int(value, 10)
-    except ValueError:
+        return vmcoreinfo_int(vmcoreinfo, "NUMBER(phys_base)") if "NUMBER(phys_base)" in vmcoreinfo else None
+    except ImplausibleValue as exc:
+        problems.append(str(exc))
         return None
 

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..errors import CorruptDump
+from ..bounds import count, in_range, power_of_two, vmcoreinfo_int
+from ..errors import CorruptDump, ImplausibleValue
 from .base import DumpReader, Segment
 from .codecs import DECOMPRESSORS, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_EXCLUDED_VMEMMAP, \
     compression_names
@@ -21,6 +22,10 @@ PAGE_DESC = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"),
                       ("page_flags", "<u8")])
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 MAX_PFN_LIMIT = 1 << 40  # 4 PiB of 4 KiB pages: anything above is a corrupt header
+DESC_SIZE = PAGE_DESC.itemsize
+STATE_CHUNK = 1 << 20  # page frames classified per step of page_states()
+NOTE_MAX = 1 << 24  # the ELF notes of 8192 CPUs take ~ 3 MiB
+VMCOREINFO_MAX = 1 << 20
 STATE_NAMES = ("hole", "present", "excluded", "truncated", "lost")
 
 
@@ -34,12 +39,9 @@ def parse_disk_dump_header(raw: bytes, path: str) -> dict:
     (tv_sec, tv_usec, status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr,
      total_ram_blocks, device_blocks, written_blocks, current_cpu, nr_cpus) = \
         struct.unpack_from("<qqIiiIIIIIii", raw, 408)
-    if not (512 <= block_size <= 1 << 20) or block_size & (block_size - 1):
-        raise CorruptDump(f"{path}: kdump header block_size {block_size} is not a page size")
-    if version < 1 or version > 64:
-        raise CorruptDump(f"{path}: kdump header version {version} is not 1-6")
-    if sub_hdr_size < 0 or sub_hdr_size > 1 << 20:
-        raise CorruptDump(f"{path}: kdump header sub_hdr_size {sub_hdr_size} is implausible")
+    power_of_two(block_size, "kdump header block_size", 512, 1 << 20, path)
+    in_range(version, "kdump header header_version", 1, 64, path)
+    count(sub_hdr_size, "kdump header sub_hdr_size", 1 << 20, path)
     return {
         "signature": raw[:8].decode("ascii", "replace"),
         "header_version": version,
@@ -107,25 +109,23 @@ class KdumpDump(DumpReader):
         sub = parse_sub_header(sub_raw, hdr["header_version"]) if sub_raw else {}
         if hdr["sub_hdr_size"] and len(sub_raw) < 104:
             self.problems.append(f"sub-header at {bs:#x} is short ({len(sub_raw)} bytes)")
-        max_mapnr = sub.get("max_mapnr_64") or hdr["max_mapnr"]
-        if max_mapnr > MAX_PFN_LIMIT:
-            raise CorruptDump(f"{self.path}: max_mapnr {max_mapnr} is implausible")
-        self.max_pfn = max_mapnr
+        max_mapnr = count(sub.get("max_mapnr_64") or hdr["max_mapnr"], "kdump max_mapnr",
+                          MAX_PFN_LIMIT, self.path)
         self.start_pfn = sub.get("start_pfn_64", sub.get("start_pfn", 0)) if sub.get("split") \
             else 0
         self.end_pfn = (sub.get("end_pfn_64", sub.get("end_pfn", max_mapnr)) or max_mapnr) \
             if sub.get("split") else max_mapnr
         self._read_notes(hdr, sub)
         self._read_bitmaps(hdr, max_mapnr)
+        self.max_pfn = min(max_mapnr, 8 * len(self._bitmap2))  # no page past the bitmaps exists
         status = hdr["status"]
         self.incomplete = bool(status & DUMP_DH_COMPRESSED_INCOMPLETE)
         phys_base = sub.get("phys_base")
-        vmci_base = self.vmcoreinfo.get("NUMBER(phys_base)")
-        if vmci_base is not None:  # QEMU writes a wrong phys_base into the sub-header
+        if "NUMBER(phys_base)" in self.vmcoreinfo:  # QEMU writes a wrong one into the sub-header
             try:
-                phys_base = int(vmci_base, 10)
-            except ValueError:
-                pass
+                phys_base = vmcoreinfo_int(self.vmcoreinfo, "NUMBER(phys_base)", self.path)
+            except ImplausibleValue as exc:
+                self.problems.append(str(exc))
         qemu = is_qemu(self.notes)
         self.header = {
             **hdr,
@@ -151,21 +151,28 @@ class KdumpDump(DumpReader):
     def _read_notes(self, hdr: dict, sub: dict) -> None:
         src = self.source
         if sub.get("size_note"):
-            blob = src.pread(sub["offset_note"], min(sub["size_note"], 1 << 24))
-            if len(blob) < sub["size_note"]:
-                self.problems.append(f"ELF notes at {sub['offset_note']:#x} cut short "
-                                     f"({len(blob)} of {sub['size_note']} bytes)")
+            blob = self._blob(sub["offset_note"], sub["size_note"], NOTE_MAX, "ELF notes")
             self.notes = parse_notes(blob, self.problems)
         raw = None
         if sub.get("size_vmcoreinfo"):
-            raw = src.pread(sub["offset_vmcoreinfo"], min(sub["size_vmcoreinfo"], 1 << 20))
-            if len(raw) < sub["size_vmcoreinfo"]:
-                self.problems.append(f"VMCOREINFO at {sub['offset_vmcoreinfo']:#x} cut short")
+            raw = self._blob(sub["offset_vmcoreinfo"], sub["size_vmcoreinfo"], VMCOREINFO_MAX,
+                             "VMCOREINFO")
         if not raw:
             raw = vmcoreinfo_note(self.notes)
         if raw:
             self.vmcoreinfo_raw = raw
             self.vmcoreinfo = parse_vmcoreinfo(raw)
+
+    def _blob(self, offset: int, size: int, limit: int, what: str) -> bytes:
+        """Up to `limit` bytes the sub-header places at `offset`; a short read is a problem."""
+        if offset >= self.source.size or size > limit:
+            self.problems.append(f"{what} at {offset:#x} ({size} bytes) lies outside the file "
+                                 f"({self.source.size} bytes) or is implausibly large")
+            return b""
+        blob = self.source.pread(offset, size)
+        if len(blob) < size:
+            self.problems.append(f"{what} at {offset:#x} cut short ({len(blob)} of {size} bytes)")
+        return blob
 
     def _read_bitmaps(self, hdr: dict, max_mapnr: int) -> None:
         bs = hdr["block_size"]
@@ -175,7 +182,7 @@ class KdumpDump(DumpReader):
             self.problems.append(f"bitmaps cover {half * 8} page frames, max_mapnr is {max_mapnr}: "
                                  "pages past the bitmap are treated as absent")
         base = bs * (1 + hdr["sub_hdr_size"])
-        nbytes = min(half, need)
+        nbytes = min(half, need, max(0, self.source.size - base))  # no bitmap byte past the file
         bm1 = self.source.pread(base, nbytes)
         bm2 = self.source.pread(base + half, nbytes)
         if len(bm1) < nbytes or len(bm2) < nbytes:
@@ -207,9 +214,9 @@ class KdumpDump(DumpReader):
         byte = pfn >> 3
         rank = int(self._rank_prefix[byte]) + \
             bin(self._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).count("1")
-        pos = self._desc_off + rank * 24
-        raw = self.source.pread(pos, 24)
-        if len(raw) < 24:
+        pos = self._desc_off + rank * DESC_SIZE
+        raw = self.source.pread(pos, DESC_SIZE)
+        if len(raw) < DESC_SIZE:
             raise self._missing(pfn * self.page_size, "its page descriptor lies beyond the end "
                                 "of a truncated file")
         return struct.unpack_from("<qII", raw)
@@ -254,39 +261,38 @@ class KdumpDump(DumpReader):
 
     # -- segments ------------------------------------------------------------------------
     def page_states(self) -> np.ndarray:
-        """State code per page frame (index into STATE_NAMES), vectorised over the bitmaps."""
+        """State code per page frame (index into STATE_NAMES), vectorised over the bitmaps in
+        steps of STATE_CHUNK frames, so memory stays proportional to the frames described."""
         n = self.max_pfn
-        exists = np.unpackbits(self._bitmap1, bitorder="little")[:n]
-        present = np.unpackbits(self._bitmap2, bitorder="little")[:n].astype(bool)
         codes = np.zeros(n, dtype=np.uint8)
-        codes[exists[:n].astype(bool)] = 2
-        codes[present] = 1
-        present_pfns = np.flatnonzero(present)
-        if len(present_pfns):
-            descs = self._all_descriptors(len(present_pfns))
-            bad = np.full(len(present_pfns), 3, dtype=np.uint8)  # truncated unless proven ok
-            ok = (descs["offset"] > 0) & \
-                (descs["offset"] + descs["size"].astype(np.int64) <= self.source.size)
-            bad[ok] = 1
-            empty = (descs["offset"] == 0) & (descs["size"] == 0)
-            if self.incomplete:
-                bad[empty[:len(bad)]] = 4
-            codes[present_pfns] = bad
+        in_file = max(0, (self.source.size - self._desc_off) // DESC_SIZE)  # descriptors present
+        for lo in range(0, n, STATE_CHUNK):
+            hi = min(n, lo + STATE_CHUNK)
+            exists = np.unpackbits(self._bitmap1[lo >> 3:(hi + 7) >> 3], bitorder="little")[:hi - lo]
+            present = np.unpackbits(self._bitmap2[lo >> 3:(hi + 7) >> 3], bitorder="little")[:hi - lo]
+            chunk = codes[lo:hi]
+            chunk[exists.astype(bool)] = 2
+            where = np.flatnonzero(present)
+            if not len(where):
+                continue
+            first = int(self._rank_prefix[lo >> 3])
+            descs = self._descriptors(first, min(len(where), max(0, in_file - first)))
+            states = np.full(len(where), 3, dtype=np.uint8)  # truncated unless proven ok
+            if len(descs):
+                ok = (descs["offset"] > 0) & \
+                    (descs["offset"] + descs["size"].astype(np.int64) <= self.source.size)
+                states[:len(descs)][ok] = 1
+                if self.incomplete:
+                    empty = (descs["offset"] == 0) & (descs["size"] == 0)
+                    states[:len(descs)][empty] = 4
+            chunk[where] = states
         return codes
 
-    def _all_descriptors(self, count: int) -> np.ndarray:
-        """The page descriptors of every present page (missing ones zero-filled)."""
-        out = np.zeros(count, dtype=PAGE_DESC)
-        chunk = 1 << 16
-        for first in range(0, count, chunk):
-            n = min(chunk, count - first)
-            raw = self.source.pread(self._desc_off + first * 24, n * 24)
-            got = len(raw) // 24
-            if got:
-                out[first:first + got] = np.frombuffer(raw[:got * 24], dtype=PAGE_DESC)
-            if got < n:
-                break
-        return out
+    def _descriptors(self, first: int, count: int) -> np.ndarray:
+        """`count` page descriptors from rank `first` (fewer when the file ends)."""
+        raw = self.source.pread(self._desc_off + first * DESC_SIZE, count * DESC_SIZE)
+        got = len(raw) // DESC_SIZE
+        return np.frombuffer(raw[:got * DESC_SIZE], dtype=PAGE_DESC)
 
     def segments(self) -> list[Segment]:
         return runs_to_segments(self.page_states(), self.page_size, base_pfn=0)

@@ -12,6 +12,7 @@ from ..errors import CorruptDump, TruncatedDump
 FLAT_SIGNATURE = b"makedumpfile"
 FLAT_HEADER_SIZE = 4096
 FLAT_END = -1
+FLAT_SPAN_FACTOR = 2  # the kdump file a stream stands for is about as large as the stream
 
 
 class PlainSource:
@@ -25,7 +26,10 @@ class PlainSource:
         self.size = os.fstat(self._fd).st_size
 
     def pread(self, offset: int, size: int) -> bytes:
-        """Up to `size` bytes at logical `offset` (short at the end of the data)."""
+        """Up to `size` bytes at logical `offset` (short at the end of the data, empty past it)."""
+        size = min(size, self.size - offset)
+        if offset < 0 or size <= 0:
+            return b""
         return os.pread(self._fd, size, offset)
 
     def close(self) -> None:
@@ -80,6 +84,12 @@ class FlattenedSource(PlainSource):
             if data_pos + size > self.size:
                 self.problems.append(f"flattened record at {pos:#x} runs past the end of the file")
                 size = self.size - data_pos
+            if off + size > FLAT_SPAN_FACTOR * self.size:
+                self.problems.append(f"flattened record at {pos:#x} places {size} bytes at "
+                                     f"{off:#x}, far past what a stream of {self.size} bytes "
+                                     "holds: record ignored")
+                pos = data_pos + size
+                continue
             logical.append(off)
             sizes.append(size)
             physical.append(data_pos)
@@ -94,8 +104,8 @@ class FlattenedSource(PlainSource):
     def pread(self, offset: int, size: int) -> bytes:
         """Bytes at a logical offset of the reassembled kdump file (zeros in gaps)."""
         out = bytearray()
-        pos = offset
-        end = offset + size
+        pos = max(offset, 0)
+        end = min(offset + size, self.size)
         while pos < end:
             i = int(np.searchsorted(self._logical, pos, side="right")) - 1
             if i < 0 or pos >= self._logical[i] + self._sizes[i]:

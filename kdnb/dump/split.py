@@ -68,7 +68,8 @@ class SplitDump(DumpReader):
         codes = np.zeros(self.max_pfn, dtype=np.uint8)
         for part in self.parts:
             lo, hi = part.start_pfn, min(part.end_pfn, self.max_pfn)
-            codes[lo:hi] = part.page_states()[lo:hi]
+            states = part.page_states()[lo:hi]  # a part's bitmap may end before its range does
+            codes[lo:lo + len(states)] = states
         return runs_to_segments(codes, self.page_size)
 
     def close(self) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounds import vmcoreinfo_int
+
 CACHE_VERSION = 1
 
 
@@ -27,15 +29,16 @@ def cache_dir() -> Path:
 
 def build_key(vmcoreinfo: dict[str, str], uts_version: bytes) -> str:
     """A key for the kernel build: BUILD-ID (garbage on some kernels) + OSRELEASE + uts version +
-    the KASLR-invariant layout of the kallsyms tables."""
+    the KASLR-invariant layout of the kallsyms tables. A malformed SYMBOL value raises
+    ImplausibleValue."""
     h = hashlib.sha256()
     for k in ("BUILD-ID", "OSRELEASE", "NUMBER(KERNEL_IMAGE_SIZE)"):
         h.update(vmcoreinfo.get(k, "").encode() + b"\0")
     h.update(uts_version + b"\0")
-    base = int(vmcoreinfo.get("SYMBOL(_stext)", "0"), 16)
+    base = vmcoreinfo_int(vmcoreinfo, "SYMBOL(_stext)", default=0)
     for k in sorted(vmcoreinfo):
         if k.startswith("SYMBOL(kallsyms_"):
-            h.update(f"{k}={int(vmcoreinfo[k], 16) - base}\0".encode())
+            h.update(f"{k}={vmcoreinfo_int(vmcoreinfo, k) - base}\0".encode())
     h.update(f"v{CACHE_VERSION}".encode())
     return h.hexdigest()[:40]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
+from ..bounds import vmcoreinfo_int
 from ..errors import FaultError, KdnbError, PageNotInDump
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel text mapping
@@ -21,15 +22,6 @@ _LEVELS_4 = (("pgd", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
 _LEVELS_5 = (("pgd", 48), ("p4d", 39), ("pud", 30), ("pmd", 21), ("pte", 12))
 
 
-def _vmcoreinfo_int(info: dict[str, str], key: str, base: int, default: int | None = None) -> int:
-    value = info.get(key)
-    if value is None:
-        if default is None:
-            raise KdnbError(f"VMCOREINFO lacks {key}: cannot translate virtual addresses")
-        return default
-    return int(value, base)
-
-
 class PageTable:
     """Translate kernel virtual addresses of one dump, caching each page's translation.
 
@@ -38,19 +30,21 @@ class PageTable:
     of `page_offset_base`), direct-map addresses translate arithmetically.
     """
 
-    def __init__(self, read_phys: Callable[[int, int], bytes], vmcoreinfo: dict[str, str]) -> None:
+    def __init__(self, read_phys: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
+                 path: str = "") -> None:
         self._read_phys = read_phys
-        self.phys_base = _vmcoreinfo_int(vmcoreinfo, "NUMBER(phys_base)", 10, 0)
-        self.kernel_offset = _vmcoreinfo_int(vmcoreinfo, "KERNELOFFSET", 16, 0)
-        self.levels = 5 if _vmcoreinfo_int(vmcoreinfo, "NUMBER(pgtable_l5_enabled)", 10, 0) else 4
-        sme_mask = _vmcoreinfo_int(vmcoreinfo, "NUMBER(sme_mask)", 10, 0)
+        self.phys_base = vmcoreinfo_int(vmcoreinfo, "NUMBER(phys_base)", path, 0)
+        self.kernel_offset = vmcoreinfo_int(vmcoreinfo, "KERNELOFFSET", path, 0)
+        self.levels = 5 if vmcoreinfo_int(vmcoreinfo, "NUMBER(pgtable_l5_enabled)", path, 0) else 4
+        sme_mask = vmcoreinfo_int(vmcoreinfo, "NUMBER(sme_mask)", path, 0)
         self._entry_mask = PTE_PFN_MASK & ~sme_mask
-        root = vmcoreinfo.get("SYMBOL(init_top_pgt)") or vmcoreinfo.get("SYMBOL(swapper_pg_dir)")
-        if root is None:
+        key = "SYMBOL(init_top_pgt)" if "SYMBOL(init_top_pgt)" in vmcoreinfo else "SYMBOL(swapper_pg_dir)"
+        if key not in vmcoreinfo:
             raise KdnbError("VMCOREINFO lacks SYMBOL(init_top_pgt) and SYMBOL(swapper_pg_dir)")
-        self.root_vaddr = int(root, 16)
+        self.root_vaddr = vmcoreinfo_int(vmcoreinfo, key, path)
         self.root_paddr = self.kernel_text_paddr(self.root_vaddr)
-        max_bits = _vmcoreinfo_int(vmcoreinfo, "NUMBER(MAX_PHYSMEM_BITS)", 10, 52 if self.levels == 5 else 46)
+        max_bits = vmcoreinfo_int(vmcoreinfo, "NUMBER(MAX_PHYSMEM_BITS)", path,
+                                  52 if self.levels == 5 else 46)
         self._direct_span = 1 << max_bits
         self.page_offset: int | None = None
         self._pages: dict[int, int] = {}  # virtual page number -> physical page address
@@ -61,9 +55,13 @@ class PageTable:
         """Physical address of `vaddr` by the kernel text mapping formula (no table walk)."""
         return vaddr - START_KERNEL_MAP + self.phys_base
 
-    def set_page_offset(self, page_offset: int) -> None:
-        """Enable the direct-map fast path (PAGE_OFFSET, the value of `page_offset_base`)."""
+    def set_page_offset(self, page_offset: int, span: int | None = None) -> None:
+        """Enable the direct-map fast path (PAGE_OFFSET, the value of `page_offset_base`) for
+        `span` bytes (the kernel's `max_pfn` pages: with KASLR, vmalloc and vmemmap may begin
+        well within 2^MAX_PHYSMEM_BITS of PAGE_OFFSET, as on 5.10)."""
         self.page_offset = page_offset
+        if span is not None:
+            self._direct_span = min(self._direct_span, span)
 
     def translate(self, vaddr: int) -> int:
         """Physical address of kernel virtual address `vaddr`; raises FaultError."""

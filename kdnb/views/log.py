@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..bounds import field_offset, vmcoreinfo_int
 from ..errors import CorruptStructure, KdnbError
 
 LEVEL_NAMES = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
@@ -23,96 +24,130 @@ MAX_DESC_BITS = 24  # 16 M records: anything larger is a corrupt count_bits
 MAX_DATA_BITS = 31
 
 Reader = Callable[[int, int], bytes]
+U64_FIELD, U32_FIELD = 8, 4
 
 
-class _Offsets:
-    """The VMCOREINFO offsets of the printk structures."""
+class _Layout:
+    """The VMCOREINFO offsets and sizes of the printk structures, each field checked to lie
+    inside its structure (ImplausibleValue otherwise)."""
 
-    def __init__(self, info: dict[str, str]) -> None:
-        def num(key: str) -> int:
-            try:
-                return int(info[key], 10)
-            except KeyError:
+    def __init__(self, info: dict[str, str], path: str = "") -> None:
+        def num(key: str, default: int | None = None) -> int:
+            if key not in info and default is None:
                 raise KdnbError(f"VMCOREINFO lacks {key}: the printk ring buffer cannot be "
-                                "located (kernel older than 5.10?)") from None
+                                "located (kernel older than 5.10?)")
+            return vmcoreinfo_int(info, key, path, default)
 
-        self.prb = int(info["SYMBOL(prb)"], 16) if "SYMBOL(prb)" in info else None
-        self.desc_ring = num("OFFSET(printk_ringbuffer.desc_ring)")
-        self.text_ring = num("OFFSET(printk_ringbuffer.text_data_ring)")
-        self.count_bits = num("OFFSET(prb_desc_ring.count_bits)")
-        self.descs = num("OFFSET(prb_desc_ring.descs)")
-        self.infos = num("OFFSET(prb_desc_ring.infos)")
-        self.head_id = num("OFFSET(prb_desc_ring.head_id)")
-        self.tail_id = num("OFFSET(prb_desc_ring.tail_id)")
+        def inside(key: str, width: int, container: int, name: str) -> int:
+            return field_offset(num(key), width, container, f"VMCOREINFO {key} (in {name})", path)
+
+        if "SYMBOL(prb)" not in info:
+            raise KdnbError("VMCOREINFO lacks SYMBOL(prb): no printk ring buffer to read")
+        self.prb = num("SYMBOL(prb)")
+        desc_ring_size = num("SIZE(prb_desc_ring)", 48)
+        data_ring_size = num("SIZE(prb_data_ring)", 32)
+        rb_size = num("SIZE(printk_ringbuffer)", max(num("OFFSET(printk_ringbuffer.desc_ring)") +
+                                                     desc_ring_size,
+                                                     num("OFFSET(printk_ringbuffer.text_data_ring)") +
+                                                     data_ring_size))
+        self.rb_size = rb_size
+        dr = inside("OFFSET(printk_ringbuffer.desc_ring)", desc_ring_size, rb_size, "printk_ringbuffer")
+        tr = inside("OFFSET(printk_ringbuffer.text_data_ring)", data_ring_size, rb_size,
+                    "printk_ringbuffer")
+        self.count_bits = dr + inside("OFFSET(prb_desc_ring.count_bits)", U32_FIELD, desc_ring_size,
+                                      "prb_desc_ring")
+        self.descs, self.infos, self.head_id, self.tail_id = (
+            dr + inside(f"OFFSET(prb_desc_ring.{f})", U64_FIELD, desc_ring_size, "prb_desc_ring")
+            for f in ("descs", "infos", "head_id", "tail_id"))
+        self.size_bits = tr + inside("OFFSET(prb_data_ring.size_bits)", U32_FIELD, data_ring_size,
+                                     "prb_data_ring")
+        self.data = tr + inside("OFFSET(prb_data_ring.data)", U64_FIELD, data_ring_size, "prb_data_ring")
         self.desc_size = num("SIZE(prb_desc)")
-        self.state_var = num("OFFSET(prb_desc.state_var)")
-        self.text_lpos = num("OFFSET(prb_desc.text_blk_lpos)")
-        self.lpos_begin = num("OFFSET(prb_data_blk_lpos.begin)")
-        self.lpos_next = num("OFFSET(prb_data_blk_lpos.next)")
+        lpos_size = num("SIZE(prb_data_blk_lpos)", 16)
+        self.state_var = inside("OFFSET(prb_desc.state_var)", U64_FIELD, self.desc_size, "prb_desc")
+        text_lpos = inside("OFFSET(prb_desc.text_blk_lpos)", lpos_size, self.desc_size, "prb_desc")
+        self.lpos_begin, self.lpos_next = (
+            text_lpos + inside(f"OFFSET(prb_data_blk_lpos.{f})", U64_FIELD, lpos_size, "prb_data_blk_lpos")
+            for f in ("begin", "next"))
         self.info_size = num("SIZE(printk_info)")
-        self.seq = num("OFFSET(printk_info.seq)")
-        self.ts = num("OFFSET(printk_info.ts_nsec)")
-        self.text_len = num("OFFSET(printk_info.text_len)")
-        self.caller = num("OFFSET(printk_info.caller_id)")
-        self.dev_info = num("OFFSET(printk_info.dev_info)")
-        self.subsystem = num("OFFSET(dev_printk_info.subsystem)")
+        self.seq, self.ts = (inside(f"OFFSET(printk_info.{f})", U64_FIELD, self.info_size, "printk_info")
+                             for f in ("seq", "ts_nsec"))
+        # text_len (u16), facility (u8), flags:5 + level:3 (u8) are unpacked together
+        self.text_len = inside("OFFSET(printk_info.text_len)", 4, self.info_size, "printk_info")
+        self.caller = inside("OFFSET(printk_info.caller_id)", U32_FIELD, self.info_size, "printk_info")
         self.subsystem_len = num("LENGTH(printk_info_subsystem)")
-        self.device = num("OFFSET(dev_printk_info.device)")
         self.device_len = num("LENGTH(printk_info_device)")
-        self.size_bits = num("OFFSET(prb_data_ring.size_bits)")
-        self.data = num("OFFSET(prb_data_ring.data)")
+        dev_size = num("SIZE(dev_printk_info)", self.subsystem_len + self.device_len)
+        dev = inside("OFFSET(printk_info.dev_info)", dev_size, self.info_size, "printk_info")
+        self.subsystem = dev + inside("OFFSET(dev_printk_info.subsystem)", self.subsystem_len, dev_size,
+                                      "dev_printk_info")
+        self.device = dev + inside("OFFSET(dev_printk_info.device)", self.device_len, dev_size,
+                                   "dev_printk_info")
 
 
-def read_log(read: Reader, vmcoreinfo: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
-    """Decode every finalized record; returns the DataFrame and a list of problems met."""
-    off = _Offsets(vmcoreinfo)
-    if off.prb is None:
-        raise KdnbError("VMCOREINFO lacks SYMBOL(prb): no printk ring buffer to read")
-    (prb,) = struct.unpack("<Q", read(off.prb, 8))  # prb is a pointer to the ring buffer
-    ring = read(prb, max(off.desc_ring, off.text_ring) + 64)
-    dr = off.desc_ring
-    count_bits = struct.unpack_from("<I", ring, dr + off.count_bits)[0]
-    descs_addr, infos_addr = (struct.unpack_from("<Q", ring, dr + o)[0] for o in (off.descs, off.infos))
-    head_id, tail_id = (struct.unpack_from("<Q", ring, dr + o)[0] for o in (off.head_id, off.tail_id))
-    tr = off.text_ring
-    size_bits = struct.unpack_from("<I", ring, tr + off.size_bits)[0]
-    data_addr = struct.unpack_from("<Q", ring, tr + off.data)[0]
-    if count_bits > MAX_DESC_BITS or size_bits > MAX_DATA_BITS:
+def _read(read: Reader, addr: int, size: int, what: str) -> bytes:
+    data = read(addr, size)
+    if len(data) != size:
+        raise CorruptStructure(f"{what} at {addr:#x}: read {len(data)} of {size} bytes")
+    return data
+
+
+def _column(buf: bytes, offset: int, stride: int, count: int) -> np.ndarray:
+    """The u64 field at `offset` of each of `count` records of `stride` bytes (any alignment)."""
+    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=offset, strides=(stride,))
+
+
+def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[pd.DataFrame, list[str]]:
+    """Decode every finalized record; returns the DataFrame and a list of problems met.
+
+    Offsets, sizes and the ring's counts come from the dump: each is checked against the
+    structure holding it and against what was read (ImplausibleValue or CorruptStructure)."""
+    off = _Layout(vmcoreinfo, path)
+    (prb,) = struct.unpack("<Q", _read(read, off.prb, 8, "prb"))  # prb points to the ring buffer
+    ring = _read(read, prb, off.rb_size, "printk_ringbuffer")
+    (count_bits,) = struct.unpack_from("<I", ring, off.count_bits)
+    (size_bits,) = struct.unpack_from("<I", ring, off.size_bits)
+    descs_addr, infos_addr, head_id, tail_id, data_addr = (
+        struct.unpack_from("<Q", ring, o)[0] for o in (off.descs, off.infos, off.head_id, off.tail_id, off.data))
+    if count_bits > MAX_DESC_BITS or size_bits > MAX_DATA_BITS or count_bits > size_bits:
         raise CorruptStructure(f"printk ring buffer at {prb:#x} is corrupt "
                                f"(count_bits {count_bits}, size_bits {size_bits})")
     count = 1 << count_bits
     data_size = 1 << size_bits
-    descs = read(descs_addr, count * off.desc_size)
-    infos = read(infos_addr, count * off.info_size)
-    data = read(data_addr, data_size)
+    descs = _read(read, descs_addr, count * off.desc_size, "printk descriptors")
+    infos = _read(read, infos_addr, count * off.info_size, "printk infos")
+    data = _read(read, data_addr, data_size, "printk text ring")
     problems: list[str] = []
 
     ids = _live_ids(head_id, tail_id, count)
-    idx = ids & (count - 1)
-    d = np.frombuffer(descs, dtype=np.uint64).reshape(count, off.desc_size // 8)
-    state_var = d[idx, off.state_var // 8]
-    begin = d[idx, (off.text_lpos + off.lpos_begin) // 8]
-    nxt = d[idx, (off.text_lpos + off.lpos_next) // 8]
+    idx = ids & np.uint64(count - 1)
+    state_var = _column(descs, off.state_var, off.desc_size, count)[idx]
+    begin = _column(descs, off.lpos_begin, off.desc_size, count)[idx]
+    nxt = _column(descs, off.lpos_next, off.desc_size, count)[idx]
     state = state_var >> np.uint64(DESC_STATE_SHIFT)
     live = ((state == DESC_COMMITTED) | (state == DESC_FINALIZED)) & \
         ((state_var & np.uint64(DESC_ID_MASK)) == (ids & np.uint64(DESC_ID_MASK)))
     rows = []
     for i in np.flatnonzero(live).tolist():
         base = int(idx[i]) * off.info_size
-        seq, ts = struct.unpack_from("<QQ", infos, base + off.seq)[0], \
-            struct.unpack_from("<Q", infos, base + off.ts)[0]
+        (seq,) = struct.unpack_from("<Q", infos, base + off.seq)
+        (ts,) = struct.unpack_from("<Q", infos, base + off.ts)
         text_len, facility, flags_level = struct.unpack_from("<HBB", infos, base + off.text_len)
-        caller = struct.unpack_from("<I", infos, base + off.caller)[0]
-        dev = base + off.dev_info
-        subsystem = _cstr(infos[dev + off.subsystem: dev + off.subsystem + off.subsystem_len])
-        device = _cstr(infos[dev + off.device: dev + off.device + off.device_len])
+        (caller,) = struct.unpack_from("<I", infos, base + off.caller)
+        subsystem = _cstr(infos[base + off.subsystem: base + off.subsystem + off.subsystem_len])
+        device = _cstr(infos[base + off.device: base + off.device + off.device_len])
         text = _text(data, int(begin[i]), int(nxt[i]), data_size, text_len)
         if text is None:
             problems.append(f"record seq {seq}: text block lpos {int(begin[i]):#x}-"
                             f"{int(nxt[i]):#x} is invalid")
             text = ""
         rows.append((seq, ts, flags_level >> 5, facility, caller, text, subsystem, device))
-    return _frame(rows), problems
+    frame = _frame(rows, problems)
+    nul = int(frame["text"].str.fullmatch("\0+").sum()) if len(frame) else 0
+    if nul:
+        problems.append(f"{nul} of {len(frame)} records have text of NUL bytes only "
+                        "(the text ring read is not the kernel's)")
+    return frame, problems
 
 
 def _live_ids(head_id: int, tail_id: int, count: int) -> np.ndarray:
@@ -149,13 +184,16 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _frame(rows: list[tuple]) -> pd.DataFrame:
+def _frame(rows: list[tuple], problems: list[str]) -> pd.DataFrame:
     rows.sort(key=lambda r: r[0])
     seq, ts, level, facility, caller, text, subsystem, device = (list(c) for c in zip(*rows)) \
         if rows else ([],) * 8
+    seq = _fit(seq, 1 << 63, "seq", problems)
+    ts = _fit(ts, 1 << 63, "ts_nsec", problems)
+    facility = _fit(facility, 1 << 7, "facility", problems)
     return pd.DataFrame({
         "seq": pd.array(seq, dtype="Int64"),
-        "time": pd.to_timedelta(np.asarray(ts, dtype=np.int64), unit="ns"),
+        "time": pd.to_timedelta(pd.array(ts, dtype="Int64"), unit="ns"),
         "level": pd.array(level, dtype="Int8"),
         "level_name": pd.Categorical([LEVEL_NAMES[lv] for lv in level], categories=LEVEL_NAMES,
                                      ordered=True),
@@ -167,19 +205,29 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
     })
 
 
+def _fit(values: list[int], limit: int, name: str, problems: list[str]) -> list[int | None]:
+    """Values below `limit` (the column's dtype), the others NA and counted as a problem."""
+    bad = sum(v >= limit for v in values)
+    if not bad:
+        return values
+    problems.append(f"{bad} record(s) have a {name} too large for its column (shown as NA)")
+    return [v if v < limit else None for v in values]
+
+
 def _caller(caller_id: int) -> str:
     if caller_id & CALLER_CPU_FLAG:
         return f"C{caller_id & ~CALLER_CPU_FLAG}"
     return f"T{caller_id}"
 
 
-def format_dmesg(log: pd.DataFrame) -> list[str]:
+def format_dmesg(log: pd.DataFrame, caller: bool = False) -> list[str]:
     """The log as makedumpfile --dump-dmesg prints it: `[seconds.micros] text`, continuation
-    lines of a multi-line record indented under the first."""
+    lines of a multi-line record indented under the first; `caller=True` adds the caller id
+    (`[    T257] `) as makedumpfile 1.7.8 does."""
     lines = []
-    for t, text in zip(log["time"], log["text"]):
+    for t, text, who in zip(log["time"], log["text"], log["caller"]):
         us = t.value // 1000
-        prefix = f"[{us // 1_000_000:5d}.{us % 1_000_000:06d}] "
+        prefix = f"[{us // 1_000_000:5d}.{us % 1_000_000:06d}] " + (f"[{who:>8}] " if caller else "")
         first, *rest = str(text).split("\n")
         lines.append(prefix + first)
         lines.extend(" " * len(prefix) + part for part in rest)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import KdnbError
+from .. import bounds
+from ..errors import CorruptStructure, KdnbError
 from .common import Gaps, enum_values
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 ROWS = ["total", "free", "used", "buffers", "cached", "slab_reclaimable", "slab_unreclaimable",
         "kernel_stack", "page_tables", "anon"]
 MAX_INODES = 1 << 20
+MAX_STAT_ITEMS = 1024  # enum zone/node_stat_item have ~ 10 and ~ 50 items
+MAX_PAGES = 1 << 40  # 4 PiB of 4 KiB pages: no counter of a real machine is larger
 
 
 class _Stats:
@@ -34,10 +37,12 @@ class _Stats:
         for enum, symbol, count in (("enum zone_stat_item", "vm_zone_stat", "NR_VM_ZONE_STAT_ITEMS"),
                                     ("enum node_stat_item", "vm_node_stat", "NR_VM_NODE_STAT_ITEMS")):
             items = enum_values(k, enum)
-            n = items[count]
+            if count not in items:
+                raise CorruptStructure(f"{enum} has no {count}")
+            n = bounds.count(items[count], f"{enum} {count}", MAX_STAT_ITEMS)
             raw = struct.unpack(f"<{n}q", k.read(k.symbol(symbol), 8 * n))
             for name, idx in items.items():
-                if idx < n:
+                if 0 <= idx < n:
                     self.values.setdefault(name, raw[idx])
 
     def get(self, *names: str) -> int | None:
@@ -70,6 +75,9 @@ def _blockdev_pages(k: "Kernel", gaps: Gaps) -> int | None:
             seen.add(node)
             inode = node - link_off
             node, nrpages = layout.unpack(k.read(inode, layout.size))
+            if not isinstance(node, int) or not isinstance(nrpages, int):
+                raise CorruptStructure("struct inode i_sb_list.next / i_data.nrpages are not "
+                                       "integers (the BTF types are damaged)")
             total += nrpages
     except KdnbError as exc:
         gaps.note("block device inode", None, exc)
@@ -110,6 +118,11 @@ def meminfo_frame(dump: "Dump") -> pd.DataFrame:
         values["kernel_stack"] = kb * 1024 // page_size if kb is not None else None
         values["page_tables"] = st.get("NR_PAGETABLE")
         values["anon"] = st.get("NR_ANON_MAPPED", "NR_ANON_PAGES")
+    for row in ROWS:
+        v = values[row]
+        if v is not None and not 0 <= v <= MAX_PAGES:
+            gaps.note(f"{row}: {v} pages is impossible (a corrupt counter); shown as NA")
+            values[row] = None
     pages = pd.array([values[r] for r in ROWS], dtype="Int64")
     df = pd.DataFrame({"pages": pages, "bytes": pages * page_size},
                       index=pd.Index(ROWS, name="item"))

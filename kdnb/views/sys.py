@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..errors import KdnbError
+from ..bounds import vmcoreinfo_int
+from ..errors import CorruptStructure, KdnbError
 from .common import cpumask, taint_letters
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
     from ..kernel.kernel import Kernel
 
-UTS_LEN = 65
 FSHIFT = 11  # include/linux/sched/loadavg.h: avenrun is fixed point with 11 fraction bits
 PANIC_CPU_INVALID = -1
 PANIC_RE = re.compile(r"Kernel panic - not syncing")
@@ -29,7 +29,7 @@ def sys_info(dump: "Dump") -> dict[str, Any]:
     k = dump.kernel
     info: dict[str, Any] = {}
     problems: list[str] = []
-    uts = _utsname(k, dump.vmcoreinfo)
+    uts = k.utsname()
     info["release"] = uts.get("release") or dump.vmcoreinfo.get("OSRELEASE", "")
     info["version"] = uts.get("version", "")
     info["machine"] = uts.get("machine", "")
@@ -37,13 +37,12 @@ def sys_info(dump: "Dump") -> dict[str, Any]:
     info["cpus"] = _try(problems, "cpus", lambda: len(cpumask(k, "__cpu_online_mask")) or None)
     pages = _try(problems, "memory", lambda: struct.unpack("<q", k.read(k.symbol("_totalram_pages"), 8))[0])
     info["memory"] = pages * dump.page_size if pages is not None else None
-    crashtime = dump.vmcoreinfo.get("CRASHTIME")
-    tk = _try(problems, "timekeeper", lambda: _timekeeping(k))
-    uptime = pd.Timedelta(tk["uptime_ns"], unit="ns") if tk else None
-    crash = pd.Timestamp(int(crashtime), unit="s", tz="UTC") if crashtime else \
-        (pd.Timestamp(tk["wall_ns"], unit="ns", tz="UTC") if tk else None)
-    info["boot_time"] = (pd.Timestamp(tk["wall_ns"], unit="ns", tz="UTC") - uptime) if tk else None
-    info["crash_time"] = crash
+    crashtime = _try(problems, "CRASHTIME", lambda: vmcoreinfo_int(dump.vmcoreinfo, "CRASHTIME", dump.path, -1))
+    tk = _try(problems, "timekeeper", lambda: _clock(_timekeeping(k)))
+    uptime, wall = tk if tk else (None, None)
+    info["boot_time"] = wall - uptime if tk else None
+    info["crash_time"] = pd.Timestamp(crashtime, unit="s", tz="UTC") \
+        if crashtime is not None and crashtime >= 0 else wall
     info["uptime"] = uptime
     load = _try(problems, "avenrun", lambda: struct.unpack("<3Q", k.read(k.symbol("avenrun"), 24)))
     for name, v in zip(("load_avg_1", "load_avg_5", "load_avg_15"), load or (None,) * 3):
@@ -67,17 +66,13 @@ def _try(problems: list[str], what: str, fn: Any) -> Any:
         return None
 
 
-def _utsname(k: "Kernel", vmcoreinfo: dict[str, str]) -> dict[str, str]:
-    """init_uts_ns.name: sysname, nodename, release, version, machine, domainname."""
+def _clock(tk: dict[str, int]) -> tuple[pd.Timedelta, pd.Timestamp]:
+    """Uptime and wall clock as pandas values; a timekeeper out of pandas' range is corrupt."""
     try:
-        base = int(vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
-        base += int(vmcoreinfo.get("OFFSET(uts_namespace.name)", "0"))
-        raw = k.read(base, 6 * UTS_LEN)
-    except (KeyError, ValueError, KdnbError):
-        return {}
-    names = ["sysname", "nodename", "release", "version", "machine", "domainname"]
-    return {n: raw[i * UTS_LEN:(i + 1) * UTS_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
-            for i, n in enumerate(names)}
+        return pd.Timedelta(tk["uptime_ns"], unit="ns"), pd.Timestamp(tk["wall_ns"], unit="ns", tz="UTC")
+    except (OverflowError, ValueError) as exc:
+        raise CorruptStructure(f"timekeeper clocks out of range (uptime {tk['uptime_ns']} ns, "
+                               f"wall {tk['wall_ns']} ns): {exc}") from None
 
 
 def _timekeeping(k: "Kernel") -> dict[str, int]:
@@ -93,6 +88,16 @@ def _timekeeping(k: "Kernel") -> dict[str, int]:
               "wall_to_monotonic.tv_sec", "offs_boot"]
     layout = k.layout(t, fields)
     candidates = []
+    try:  # 6.13 ("timekeeping: Define a struct type for tk_core"): struct tk_data; 6.17 made
+        # it the array timekeeper_data[] (auxiliary clocks) with tk_core its first element
+        inner = k.type("struct tk_data").offsetof("timekeeper")
+        for name in ("tk_core", "timekeeper_data"):
+            try:
+                candidates.append(k.symbol(name) + inner)
+            except KdnbError:
+                continue
+    except KdnbError:
+        pass
     try:
         seq = k.type("seqcount_raw_spinlock_t").size or 4
         candidates.append(k.symbol("tk_core") + ((seq + 7) & ~7))
