@@ -7,6 +7,7 @@ same size, same module.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -17,7 +18,10 @@ import kdnb
 
 from .conftest import DATA
 
-_LINE = re.compile(r"^\[\s*[\d.]+\]\s+(\?\s+)?(\S+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[\w+\])?)\s*$")
+# `[  time] [ caller] ? func+0x1/0x2 [module]` (the caller id when CONFIG_PRINTK_CALLER)
+_LINE = re.compile(r"^\[\s*[\d.]+\]\s+(?:\[\s*[TC]\d+\]\s+)?(\?\s+)?(\S+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[\w+\])?)\s*$")
+_RIP = re.compile(r"RIP: 0010:(\S+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[\w+\])?)")
+SAMPLES = sorted(p for p in DATA.glob("*") if (p / "ground-truth.json").exists()) if DATA.is_dir() else []
 
 
 def kernel_traces(dmesg: Path) -> list[list[str]]:
@@ -44,6 +48,27 @@ def _open(path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return kdnb.open(path)
+
+
+@pytest.mark.parametrize("folder", SAMPLES, ids=lambda p: f"data-{p.name}")
+def test_sample_stacks_match_call_trace(folder: Path) -> None:
+    """Every sample, every kernel: the stack the kernel printed equals kdnb's (the blocked task's
+    for a hung task, the faulting one's from its RIP on for an oops)."""
+    scenario = json.loads((folder / "ground-truth.json").read_text())["scenario"]
+    dmesg = folder / "dmesg.txt"
+    with _open(sorted(folder.glob("vmcore.*"))[0]) as d:
+        trace = kernel_traces(dmesg)[0]
+        if scenario == "hung":
+            bt = d.backtraces(states=("D",))
+            task = bt[bt["source"] == "task"]
+            assert task[task["kind"] != "user"]["text"].tolist() == trace
+        elif scenario == "oops":
+            df = d.panic_backtrace
+            kernel = df[df["kind"] != "user"]["text"].tolist()
+            assert kernel[0] == _RIP.search(dmesg.read_text()).group(1)
+            assert kernel[1:] == trace
+        else:
+            pytest.skip(f"no kernel trace comparison for scenario {scenario!r}")
 
 
 def test_hung_task_stack_equals_the_kernels_trace() -> None:
@@ -77,7 +102,7 @@ def test_oops_stack_equals_the_kernels_trace() -> None:
     folder = DATA / "k6.1-oops"
     with _open(folder / "vmcore.kdump-lzo") as d:
         trace = kernel_traces(folder / "dmesg.txt")[0]
-        rip = re.search(r"RIP: 0010:(\S+\+0x[0-9a-f]+/0x[0-9a-f]+ \[\w+\])", (folder / "dmesg.txt").read_text())
+        rip = _RIP.search((folder / "dmesg.txt").read_text())
         df = d.panic_backtrace
         assert df["text"].iloc[0] == rip.group(1)
         assert df["kind"].iloc[0] == "exception"

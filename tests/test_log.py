@@ -8,10 +8,11 @@ import pytest
 
 import kdnb
 from kdnb.views.log import LEVEL_NAMES, _text, format_dmesg
-from tests.conftest import CORPUS, corpus_dir, oracle
+from tests.conftest import CORPUS, DATA, corpus_dir, oracle
 
 DUMPS = ["k5.10-sysrq", "k5.10-hung_task", "k6.1-sysrq", "k6.1-oops", "k6.12-hung_task",
          "k6.12-hung_task-degraded", "k7.2-panic", "k7.2-softlockup"]
+SAMPLES = sorted(p for p in DATA.glob("*") if (p / "dmesg.txt").exists()) if DATA.is_dir() else []
 
 
 @pytest.mark.corpus
@@ -31,6 +32,15 @@ def test_log_matches_dmesg(name: str) -> None:
     assert list(log["level_name"].cat.categories) == LEVEL_NAMES
     assert log["caller"].str.match(r"^[TC]\d+$").all()
     assert log.attrs["kdnb"]["release"] == d.vmcoreinfo["OSRELEASE"]
+
+
+@pytest.mark.parametrize("folder", SAMPLES, ids=lambda p: f"data-{p.name}")
+def test_sample_log_matches_dmesg(folder) -> None:
+    with kdnb.open(sorted(folder.glob("vmcore.*"))[0]) as d:
+        log = d.log
+    want_lines = (folder / "dmesg.txt").read_text().splitlines()
+    caller = re.match(r"^\[[ 0-9.]+\] \[ *[TC]\d+\] ", want_lines[0]) is not None
+    assert format_dmesg(log, caller=caller) == want_lines
 
 
 def test_text_block_positions() -> None:

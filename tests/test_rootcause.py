@@ -61,7 +61,7 @@ def _sample_dirs() -> list[Path]:
     return sorted(p.parent for p in DATA.glob("*/ground-truth.json"))
 
 
-@pytest.mark.parametrize("folder", _sample_dirs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", _sample_dirs(), ids=lambda p: f"data-{p.name}")
 def test_samples_root_cause(folder: Path) -> None:
     truth = ground_truth(folder)
     dumps = sorted(p for p in folder.glob("vmcore*") if p.is_file())
