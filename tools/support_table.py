@@ -30,7 +30,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "symbols + types": ("test_symbols_match_proc_kallsyms", "test_symbol_count", "test_types_vs_drgn"),
     "tasks": ("test_tasks_equal_drgn", "test_tasks_ground_truth", "test_task_walk_vs_drgn"),
     "slab": ("test_slab_equals_drgn", "test_slab_kdnb_obj_cache"),
-    "log": ("test_log_matches_dmesg",),
+    "log": ("test_log_matches_dmesg", "test_sample_log_matches_dmesg"),
     "modules": ("test_modules_equal_proc_modules", "test_modules"),
     "sys": ("test_sys_info",),
     "stacks": ("test_panic_backtrace_matches_drgn", "test_d_state_stacks_match_drgn",
