@@ -106,7 +106,7 @@ class Dump:
         """The kernel log: seq, time, level, level_name, facility, caller, text, subsystem, device."""
         from .views.log import read_log
 
-        log, problems = read_log(self.kernel.read, self.vmcoreinfo)
+        log, problems = read_log(self.kernel.read, self.kernel.log_vmcoreinfo(), self.path)
         extra = {"problems": problems} if problems else {}
         return self._provenance(log, **extra)
 
@@ -184,8 +184,8 @@ class Dump:
         return root_cause(self)
 
     def _provenance(self, df: pd.DataFrame, **extra: object) -> pd.DataFrame:
-        info = {"path": self.path, "format": self.format,
-                "release": self.vmcoreinfo.get("OSRELEASE", "")}
+        release = self.kernel.release if "kernel" in self.__dict__ else self.vmcoreinfo.get("OSRELEASE", "")
+        info = {"path": self.path, "format": self.format, "release": release}
         info.update(extra)
         df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}), **info}
         return df

@@ -123,3 +123,18 @@ def cpus_frame(notes: list[Note]) -> pd.DataFrame:
     for reg in CPU_FRAME_REGS:
         df[reg] = df[reg].astype("UInt64")
     return df
+
+
+# QEMU's per-CPU note (target/i386/arch_dump.c, QEMUCPUState): version, size, 18 general
+# registers, rip/rflags as u64, 10 segment descriptors of 24 bytes, then cr[0..4]
+QEMU_CPU_CR_OFFSET = 8 + 18 * 8 + 10 * 24
+
+
+def qemu_control_registers(notes: list[Note]) -> list[dict[str, int]]:
+    """cr0, cr2, cr3 and cr4 of every vCPU from the QEMU notes (empty when there are none)."""
+    out = []
+    for n in notes:
+        if n.name == "QEMU" and len(n.desc) >= QEMU_CPU_CR_OFFSET + 40:
+            cr = struct.unpack_from("<5Q", n.desc, QEMU_CPU_CR_OFFSET)
+            out.append({"cr0": cr[0], "cr2": cr[2], "cr3": cr[3], "cr4": cr[4]})
+    return out

@@ -90,14 +90,20 @@ class Image:
                 hit = data.rfind(needle, 0, hit)
 
 
-def find(read: Reader, expected: dict[str, int], path: str = "") -> tuple[Tables, RawSymbols]:
-    """Scan the kernel image between `_stext` and the highest expected symbol for the tables."""
-    if "_stext" not in expected or len(expected) < MIN_VERIFIED:
+Check = Callable[[RawSymbols], "str | None"]
+
+
+def find(read: Reader, expected: dict[str, int], path: str = "", end: int | None = None,
+         check: Check | None = None) -> tuple[Tables, RawSymbols]:
+    """Scan the kernel image from `_stext` to `end` (default: the highest expected symbol) for
+    the tables. A candidate needs MIN_VERIFIED pieces of evidence: expected symbols at their
+    address, plus what `check` (given the decoded symbols) names, if it names anything."""
+    if "_stext" not in expected or len(expected) + (check is not None) < MIN_VERIFIED:
         raise MissingDebugInfo(f"{path}: VMCOREINFO states too few kernel symbols to verify a "
                                f"kallsyms scan ({', '.join(sorted(expected)) or 'none'})")
     start = expected["_stext"] & ~0xFFF
-    end = bounds.in_range(max(expected.values()) + 4096, "kernel image end", start + 4096,
-                          start + IMAGE_MAX, path)
+    end = bounds.in_range(end if end is not None else max(expected.values()) + 4096,
+                          "kernel image end", start + 4096, start + IMAGE_MAX, path)
     image = Image(read, start, end)
     for hit in image.rfind_all(DIGITS):
         for token_table, token_index in _token_tables(image, hit):
@@ -112,10 +118,14 @@ def find(read: Reader, expected: dict[str, int], path: str = "") -> tuple[Tables
                         addresses, encoding, verified = read_addresses(image.read, candidate, names, expected)
                     except KdnbError:
                         continue
-                    if len(verified) >= MIN_VERIFIED:
+                    raw = RawSymbols(names, addresses, types, encoding, verified)
+                    extra = check(raw) if check is not None else None
+                    if extra:
+                        raw.verified = (*verified, extra)
+                    if len(raw.verified) >= MIN_VERIFIED:
                         if encoding == "place-relative":  # a relative base, if any, is not one
                             candidate = replace(candidate, relative_base=None)
-                        return candidate, RawSymbols(names, addresses, types, encoding, verified)
+                        return candidate, raw
     raise MissingDebugInfo(f"{path}: no kallsyms tables found in the kernel image "
                            f"{start:#x}-{end:#x} ({image.missing} pages missing): pass vmlinux= or system_map=")
 

@@ -50,8 +50,10 @@ class Kernel:
         if self._types_from not in ("auto", "btf", "dwarf"):
             raise ValueError(f"types={self._types_from!r}: expected 'auto', 'btf' or 'dwarf'")
         self.vmcoreinfo = reader.vmcoreinfo
-        if not self.vmcoreinfo:
-            raise MissingDebugInfo(f"{reader.path}: no VMCOREINFO note; kernel memory cannot be read")
+        if not self.vmcoreinfo:  # tier 3: locate the kernel from the CPUs' CR3
+            from ..dump.notes import qemu_control_registers
+            from .discover import discover
+            self.vmcoreinfo = discover(reader.read_phys, qemu_control_registers(reader.notes), reader.path)
         self.warnings: list[str] = []
         self.release: str = self.vmcoreinfo.get("OSRELEASE", "")
         self.pagetable = PageTable(reader.read_phys, self.vmcoreinfo)
@@ -159,8 +161,12 @@ class Kernel:
         if tables is not None:
             tier, raw = 1, kallsyms.decode(self.read, tables, expected, path)
         else:
-            tier = 2
-            tables, raw = kallsyms_scan.find(self.read, expected, path)
+            tier, end, check = 2, None, None
+            if "KDNB(discovered)" in self.vmcoreinfo:
+                from .discover import banner_check
+                tier, end = 3, int(self.vmcoreinfo["KDNB(image_end)"], 16)
+                check = banner_check(self.read, self.release)
+            tables, raw = kallsyms_scan.find(self.read, expected, path, end, check)
         self._note_source(tier, tables, raw.encoding, raw.verified, cached=False)
         self._cached = {"kallsyms_names": np.frombuffer("\n".join(raw.names).encode("utf-8"), np.uint8),
                         "kallsyms_types": np.frombuffer(raw.types, np.uint8),
@@ -172,7 +178,9 @@ class Kernel:
     def _note_source(self, tier: int, tables: kallsyms.Tables, encoding: str,
                      verified: tuple[str, ...], cached: bool) -> None:
         method = {1: "kallsyms tables named by VMCOREINFO",
-                  2: "kallsyms tables found by scanning the kernel image"}[tier]
+                  2: "kallsyms tables found by scanning the kernel image",
+                  3: "no VMCOREINFO: kernel image located from CR3, kallsyms tables found by "
+                     "scanning it"}[tier]
         self.symbol_source = {"tier": tier, "method": method, "encoding": encoding,
                               "verified": list(verified), "cached": cached,
                               "tables": {k: v for k, v in vars(tables).items() if v is not None}}
@@ -342,13 +350,25 @@ class Kernel:
             raise KdnbError(f"cpu {cpu} out of range (nr_cpu_ids {self.nr_cpu_ids})")
         return (base + int(self.per_cpu_offsets[cpu])) & 0xFFFFFFFFFFFFFFFF
 
+    def log_vmcoreinfo(self) -> dict[str, str]:
+        """VMCOREINFO for reading the printk ring buffer: the note's, or (no note: tier 3) the
+        same entries derived from kallsyms and BTF."""
+        if "KDNB(discovered)" not in self.vmcoreinfo:
+            return self.vmcoreinfo
+        from .vmcoreinfo_btf import printk_entries
+        return {**self.vmcoreinfo, **printk_entries(self)}
+
     # -- identity --------------------------------------------------------------------------
-    def utsname(self) -> dict[str, str]:
+    def utsname(self, use_symbols: bool = True) -> dict[str, str]:
         """`init_uts_ns.name`: sysname, nodename, release, version, machine, domainname ({} when
         unreadable). The name sits after a kref before 6.x (no OFFSET(uts_namespace.name) in
-        VMCOREINFO then): it is where the sysname "Linux" is."""
+        VMCOREINFO then): it is where the sysname "Linux" is. Without VMCOREINFO's address of
+        init_uts_ns, kallsyms gives it (unless `use_symbols` is False)."""
         try:
-            base = bounds.vmcoreinfo_int(self.vmcoreinfo, "SYMBOL(init_uts_ns)", self.reader.path)
+            if "SYMBOL(init_uts_ns)" not in self.vmcoreinfo and use_symbols:
+                base = self.symbol("init_uts_ns")
+            else:
+                base = bounds.vmcoreinfo_int(self.vmcoreinfo, "SYMBOL(init_uts_ns)", self.reader.path)
             offset = bounds.vmcoreinfo_int(self.vmcoreinfo, "OFFSET(uts_namespace.name)", self.reader.path, -1)
             raw = self.read(base, 6 * _UTS_LEN + 16)
         except KdnbError:
@@ -361,7 +381,7 @@ class Kernel:
 
     def _uts_version(self) -> bytes:
         """`init_uts_ns.name.version` (the `#1 SMP ... Debian ...` string), or b"" when unreadable."""
-        return self.utsname().get("version", "").encode()
+        return self.utsname(use_symbols=False).get("version", "").encode()
 
     @cached_property
     def _banner(self) -> tuple[str, bool]:
