@@ -207,6 +207,14 @@ class Dump:
         return self.kernel.vtop(vaddr)
 
     @property
+    def symbol_source(self) -> dict:
+        """How the symbols were found: tier (0 given files, 1 VMCOREINFO's kallsyms tables, 2 a
+        scan of the kernel image, 3 no VMCOREINFO: kernel located from CR3), method, address
+        encoding, the VMCOREINFO symbols they were verified against, the tables' addresses."""
+        self.kernel.symbol("_stext")  # symbols load on first need
+        return dict(self.kernel.symbol_source)
+
+    @property
     def symbols(self) -> pd.DataFrame:
         """Every kernel and module symbol: name, address, type, size, module."""
         return self.kernel.symbols
