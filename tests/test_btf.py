@@ -161,3 +161,22 @@ def test_other_kinds(btf: BTF) -> None:
     assert btf.type("struct list_head *").size == 8
     with pytest.raises(TypeNotFound):
         btf.type("struct nonexistent")
+
+
+def test_corrupt_btf_gives_typed_errors() -> None:
+    """A typedef naming itself, an unknown kind and a record past the section: CorruptStructure."""
+    from kdnb.errors import CorruptStructure
+    b = BTFBuilder()
+    b.add("typedef", "loop", 0, 1)  # id 1: typedef loop -> itself
+    b.add("struct", "big", 500, 8)  # id 2: 500 members promised, none written
+    data = bytearray(b.blob())
+    btf = BTF(bytes(data))
+    with pytest.raises(CorruptStructure, match="cycle"):
+        btf.type("loop").strip()
+    with pytest.raises(CorruptStructure, match="cycle"):
+        _ = btf.type("loop").size
+    with pytest.raises(CorruptStructure, match="past the type section"):
+        btf.type(2)
+    data[24 + 7] = 30  # the kind byte of type 1: 30 is no BTF kind
+    with pytest.raises(CorruptStructure, match="unknown kind"):
+        BTF(bytes(data)).type(1)

@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from ..errors import KdnbError, TypeNotFound
+from ..errors import CorruptStructure, KdnbError, TypeNotFound
 from .types import Enumerator, Member, Param, Type
 
 BTF_MAGIC = 0xEB9F
@@ -107,6 +107,8 @@ class BTF:
             assert self.base is not None
             return self.base.string(offset)
         start = self._str_start + offset - self.start_str_off
+        if start >= self._str_end:
+            raise CorruptStructure(f"{self.name} BTF: string offset {offset:#x} is past the string section")
         end = self.data.find(b"\0", start, self._str_end)
         return self.data[start:end if end >= 0 else self._str_end].decode("utf-8", "replace")
 
@@ -213,10 +215,17 @@ class BTF:
             raise TypeNotFound(f"BTF type id {tid} out of range for {self.name} BTF")
         w = self._wordlist
         p = int(self.positions[self._index(tid)])
+        if p + 3 > len(w):
+            raise CorruptStructure(f"{self.name} BTF: type {tid} starts past the type section")
         name_off, info, size_or_type = w[p], w[p + 1], w[p + 2]
         kind = (info >> 24) & 0x1F
         vlen = info & 0xFFFF
         kflag = bool(info >> 31)
+        if kind >= len(KINDS):
+            raise CorruptStructure(f"{self.name} BTF: type {tid} has unknown kind {kind}")
+        if p + 3 + (_FIXED[kind] + _PER_ITEM[kind] * vlen) // 4 > len(w):
+            raise CorruptStructure(f"{self.name} BTF: type {tid} ({KINDS[kind]}, {vlen} items) runs "
+                                   "past the type section")
         name = self.string(name_off)
         kname = KINDS[kind]
         if kind in _SIZED:

@@ -334,8 +334,9 @@ class Kernel:
     # -- per-CPU -------------------------------------------------------------------------
     @cached_property
     def nr_cpu_ids(self) -> int:
-        """Number of possible CPU ids (`nr_cpu_ids`)."""
-        return self.read_u32(self.symbol("nr_cpu_ids"))
+        """Number of possible CPU ids (`nr_cpu_ids`, 1..NR_CPUS); ImplausibleValue otherwise."""
+        return bounds.in_range(self.read_u32(self.symbol("nr_cpu_ids")), "nr_cpu_ids", 1,
+                               bounds.NR_CPUS_MAX, self.reader.path)
 
     @cached_property
     def per_cpu_offsets(self) -> np.ndarray:

@@ -6,13 +6,19 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..errors import TypeNotFound
+from ..errors import CorruptStructure, TypeNotFound
 
 if TYPE_CHECKING:  # pragma: no cover
     from .btf import BTF
 
 _QUALIFIERS = {"typedef", "const", "volatile", "restrict", "type_tag"}
 _CV = {"const", "volatile", "restrict", "type_tag"}
+MAX_CHAIN = 64  # typedef/qualifier/array/anonymous-member nesting: a real kernel needs < 10
+
+
+def _cycle(t: "Type") -> CorruptStructure:
+    return CorruptStructure(f"BTF type {t.id} ({t.kind} {t.name!r}): a chain of more than "
+                            f"{MAX_CHAIN} types (a cycle in corrupt BTF)")
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 POINTER_SIZE = 8
 
@@ -93,16 +99,20 @@ class Type:
     @property
     def size(self) -> int | None:
         """Size in bytes (through typedefs and qualifiers); None for void, functions, fwd."""
-        if self._size is not None:
-            return self._size
-        if self.kind == "ptr":
-            return POINTER_SIZE
-        if self.kind in _QUALIFIERS:
-            return self.target.size
-        if self.kind == "array":
-            elem = self.target.size
-            return None if elem is None else elem * self.length
-        return None
+        t, count = self, 1
+        for _ in range(MAX_CHAIN):
+            if t._size is not None:
+                return t._size * count
+            if t.kind == "ptr":
+                return POINTER_SIZE * count
+            if t.kind in _QUALIFIERS:
+                t = t.target
+            elif t.kind == "array":
+                count *= t.length
+                t = t.target
+            else:
+                return None
+        raise _cycle(self)
 
     @property
     def target(self) -> "Type":
@@ -112,16 +122,20 @@ class Type:
     def strip(self) -> "Type":
         """This type with typedefs and const/volatile/restrict/type_tag removed."""
         t = self
-        while t.kind in _QUALIFIERS:
+        for _ in range(MAX_CHAIN):
+            if t.kind not in _QUALIFIERS:
+                return t
             t = t.target
-        return t
+        raise _cycle(self)
 
     def unqualified(self) -> "Type":
         """This type with const/volatile/restrict/type_tag removed (typedefs kept)."""
         t = self
-        while t.kind in _CV:
+        for _ in range(MAX_CHAIN):
+            if t.kind not in _CV:
+                return t
             t = t.target
-        return t
+        raise _cycle(self)
 
     @property
     def is_signed(self) -> bool:
@@ -132,17 +146,22 @@ class Type:
     @property
     def c_name(self) -> str:
         """The C spelling: `struct task_struct`, `char *`, `u64`, `int [16]`."""
+        return self._c_name(0)
+
+    def _c_name(self, depth: int) -> str:
+        if depth > MAX_CHAIN:
+            raise _cycle(self)
         k = self.kind
         if k in ("struct", "union", "enum", "enum64"):
             return f"{'enum' if k == 'enum64' else k} {self.name or '<anon>'}"
         if k == "fwd":
             return f"{self.fwd_kind} {self.name}"
         if k == "ptr":
-            return f"{self.target.c_name} *"
+            return f"{self.target._c_name(depth + 1)} *"
         if k == "array":
-            return f"{self.target.c_name} [{self.length}]"
+            return f"{self.target._c_name(depth + 1)} [{self.length}]"
         if k in _CV:
-            return f"{k} {self.target.c_name}"
+            return f"{k} {self.target._c_name(depth + 1)}"
         if k == "func_proto":
             return "function"
         return self.name or k
@@ -158,15 +177,17 @@ class Type:
             self._members = self.btf.members(self) if self.kind in ("struct", "union") else []
         return self._members
 
-    def _member_map(self) -> dict[str, Member]:
+    def _member_map(self, depth: int = 0) -> dict[str, Member]:
         """Members by name, with members of anonymous structs/unions lifted up (offsets adjusted)."""
         if self._lookup is None:
+            if depth > MAX_CHAIN:
+                raise _cycle(self)
             found: dict[str, Member] = {}
             for m in self.members:
                 if m.name:
                     found.setdefault(m.name, m)
                     continue
-                for sub in m.type.strip()._member_map().values():
+                for sub in m.type.strip()._member_map(depth + 1).values():
                     found.setdefault(sub.name, Member(sub.name, m.bit_offset + sub.bit_offset,
                                                       sub.bit_size, sub.btf, sub.type_id))
             self._lookup = found
