@@ -93,7 +93,7 @@ def test_real_qemu_dump_without_vmcoreinfo(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = kdnb.open(path)
-        assert not d.vmcoreinfo and d.kernel.symbol_source["tier"] == 3
+        assert not d.vmcoreinfo and d.symbol_source["tier"] == 3
         for name, addr in truth["kallsyms_first_kernel"].items():
             assert d.kernel.symbol(name) == int(addr, 16), name
         assert len(d.tasks) > 40 and len(d.slab) > 100 and len(d.log) > 100
