@@ -22,6 +22,7 @@ DESC_COMMITTED, DESC_FINALIZED = 1, 2
 CALLER_CPU_FLAG = 0x80000000
 MAX_DESC_BITS = 24  # 16 M records: anything larger is a corrupt count_bits
 MAX_DATA_BITS = 31
+MAX_RING_BYTES = 1 << 30  # descriptors + infos + text: log_buf_len=128M takes ~ 600 MiB
 
 Reader = Callable[[int, int], bytes]
 U64_FIELD, U32_FIELD = 8, 4
@@ -39,7 +40,8 @@ class _Layout:
             return vmcoreinfo_int(info, key, path, default)
 
         def inside(key: str, width: int, container: int, name: str) -> int:
-            return field_offset(num(key), width, container, f"VMCOREINFO {key} (in {name})", path)
+            return field_offset(num(key), width, container, f"VMCOREINFO {key} (in {name} of {container} bytes)",
+                                path)
 
         if "SYMBOL(prb)" not in info:
             raise KdnbError("VMCOREINFO lacks SYMBOL(prb): no printk ring buffer to read")
@@ -114,6 +116,11 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
                                f"(count_bits {count_bits}, size_bits {size_bits})")
     count = 1 << count_bits
     data_size = 1 << size_bits
+    total = count * (off.desc_size + off.info_size) + data_size
+    if total > MAX_RING_BYTES:
+        raise CorruptStructure(f"printk ring buffer at {prb:#x} would span {total:#x} bytes "
+                               f"({count} descriptors of {off.desc_size} + {off.info_size} bytes, "
+                               f"{data_size} text bytes): implausibly large")
     descs = _read(read, descs_addr, count * off.desc_size, "printk descriptors")
     infos = _read(read, infos_addr, count * off.info_size, "printk infos")
     data = _read(read, data_addr, data_size, "printk text ring")
@@ -185,10 +192,12 @@ def _cstr(raw: bytes) -> str:
 
 
 def _frame(rows: list[tuple], problems: list[str]) -> pd.DataFrame:
-    rows.sort(key=lambda r: r[0])
+    kept = [r for r in rows if r[0] < 1 << 63]  # seq is the key: a record without one is dropped
+    if len(kept) < len(rows):
+        problems.append(f"{len(rows) - len(kept)} record(s) with a seq past 2^63 dropped")
+    rows = sorted(kept, key=lambda r: r[0])
     seq, ts, level, facility, caller, text, subsystem, device = (list(c) for c in zip(*rows)) \
         if rows else ([],) * 8
-    seq = _fit(seq, 1 << 63, "seq", problems)
     ts = _fit(ts, 1 << 63, "ts_nsec", problems)
     facility = _fit(facility, 1 << 7, "facility", problems)
     return pd.DataFrame({

@@ -172,14 +172,20 @@ def mutate(rng: random.Random, d: "kdnb.Dump", base: KdumpLayout | ElfLayout, ta
         except KdnbError:
             continue
         start, new, how = _new_bytes(rng, t, old, targets)
-        try:
-            pages = _patched_pages(k, d, t.vaddr + start, new)
-        except KdnbError:
-            continue
-        if _write(base, pages, out):
+        if write_patched(d, base, t.vaddr + start, new, out):
             return f"{t.name} @ {t.vaddr:#x}: {how}"
     shutil.copyfile(base.path, out)
     return "no target could be patched (pristine copy)"
+
+
+def write_patched(d: "kdnb.Dump", base: KdumpLayout | ElfLayout, vaddr: int, new: bytes, out: Path) -> bool:
+    """Write to `out` a copy of `base` (the file of dump `d`) whose kernel memory at `vaddr`
+    holds `new`; False when a page of that range is not in the file."""
+    try:
+        pages = _patched_pages(d.kernel, d, vaddr, new)
+    except KdnbError:
+        return False
+    return _write(base, pages, out)
 
 
 def _patched_pages(k, d: "kdnb.Dump", vaddr: int, new: bytes) -> dict[int, bytes]:

@@ -27,6 +27,7 @@ BAD = ("untyped", "hang", "oom", "crash")
 STEPS = ("open", "cpus", "segments", "log", "tasks", "slab", "modules", "sys", "meminfo", "backtraces",
          "validate", "root_cause")
 KDNB_DIR = os.path.dirname(os.path.abspath(kdnb.__file__))
+PRIMITIVES = ("kdnb/dump/", "kdnb/errors.py", "kdnb/bounds.py", "kdnb/kernel/pagetable.py")
 MEMORY_LIMIT = 2 << 30  # address space a case may add to what the child starts with
 _FAULT_FRAME = re.compile(r'File "([^"]+)", line (\d+) in (\S+)')
 
@@ -67,14 +68,30 @@ class Case:
         return [s for s in self.steps if s.outcome in BAD]
 
 
-def innermost_kdnb_frame(frames: list[tuple[str, int, str]]) -> tuple[str, int]:
-    """("kdnb/x/y.py:function", line) of the innermost frame inside the kdnb package."""
-    for filename, line, func in reversed(frames):
+def kdnb_frames(frames: list[tuple[str, int, str]]) -> list[tuple[str, int]]:
+    """("kdnb/x/y.py:function", line) of the frames inside the kdnb package, outermost first."""
+    out = []
+    for filename, line, func in frames:
         path = os.path.abspath(filename)
         if path.startswith(KDNB_DIR + os.sep):
-            rel = "kdnb/" + os.path.relpath(path, KDNB_DIR).replace(os.sep, "/")
-            return f"{rel}:{func}", line
-    return "(outside kdnb)", 0
+            out.append((f"kdnb/{os.path.relpath(path, KDNB_DIR).replace(os.sep, '/')}:{func}", line))
+    return out
+
+
+def innermost_kdnb_frame(frames: list[tuple[str, int, str]]) -> tuple[str, int]:
+    """("kdnb/x/y.py:function", line) of the innermost frame inside the kdnb package."""
+    inside = kdnb_frames(frames)
+    return inside[-1] if inside else ("(outside kdnb)", 0)
+
+
+def _loop_owner(frames: list[tuple[str, int]]) -> tuple[str, int]:
+    """For a case stopped at its time limit: the innermost frame that is not a memory-access
+    primitive (a reader, the page tables, an error constructor), since every loop of those is
+    bounded by its arguments: the code that called them too often owns the hang."""
+    for where, line in reversed(frames):
+        if not where.startswith(PRIMITIVES):
+            return where, line
+    return frames[-1] if frames else ("(outside kdnb)", 0)
 
 
 def _flagged(step: str, value: Any) -> bool:
@@ -135,8 +152,8 @@ def _child(path: str, conn: Any, timeout: float, hang_file: str, cache_dir: str)
     conn.send(("end", None))
 
 
-def _hang_frame(hang_file: str) -> tuple[str, int] | None:
-    """The innermost kdnb frame of the stack faulthandler wrote at the time limit, or None."""
+def _hang_frame(hang_file: str) -> tuple[str, int, str] | None:
+    """(owner frame, line, the kdnb stack) from what faulthandler wrote at the time limit, or None."""
     try:
         text = Path(hang_file).read_text()
     except OSError:
@@ -144,7 +161,9 @@ def _hang_frame(hang_file: str) -> tuple[str, int] | None:
     if not text.strip():
         return None
     frames = [(m.group(1), int(m.group(2)), m.group(3)) for m in _FAULT_FRAME.finditer(text)]
-    return innermost_kdnb_frame(frames[::-1])  # faulthandler prints the innermost frame first
+    inside = kdnb_frames(frames[::-1])  # faulthandler prints the innermost frame first
+    where, line = _loop_owner(inside)
+    return where, line, " < ".join(w.rsplit(":", 1)[1] for w, _ in reversed(inside[-6:]))
 
 
 @dataclass
@@ -215,8 +234,9 @@ def _collect(r: _Running, timeout: float) -> bool:
     hang = _hang_frame(f"{r.scratch}/hang")
     code = r.proc.exitcode
     if hang is not None or timed_out:
-        where, line = hang or ("(killed at the time limit)", 0)
-        r.case.steps.append(Step(r.current, "hang", "Timeout", where, line, f"still running after {timeout:g} s"))
+        where, line, stack = hang or ("(killed at the time limit)", 0, "")
+        r.case.steps.append(Step(r.current, "hang", "Timeout", where, line,
+                                 f"still running after {timeout:g} s in {stack}"))
     elif code == -signal.SIGKILL:
         r.case.steps.append(Step(r.current, "oom", "SIGKILL", "(killed)", 0, "killed (out of memory?)"))
     else:
