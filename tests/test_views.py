@@ -275,3 +275,12 @@ def test_sys_info(where) -> None:
     assert len(one) == 1 and one.loc[0, "release"] == gt["kernel_release"]
     mi = d.meminfo
     assert mi.loc["total", "bytes"] == info["memory"]
+
+
+def test_values_that_do_not_fit_their_column_are_na_and_flagged() -> None:
+    from kdnb.views.common import fitting
+    gaps = Gaps()
+    col = fitting([120, 1 << 40, None, -5], "Int16", "prio", gaps)
+    assert col.tolist()[0] == 120 and col.isna().tolist() == [False, True, True, False]
+    assert gaps and "prio" in gaps.reasons[0]
+    assert fitting([1, 2], "UInt64", "address").tolist() == [1, 2]

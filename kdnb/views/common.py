@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import warnings
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
 
@@ -105,3 +105,29 @@ def taint_letters(mask: int) -> str:
 
 def uint64(values: Iterable[int | None]) -> pd.arrays.IntegerArray:
     return pd.array(list(values), dtype="UInt64")
+
+
+_RANGES = {f"{u}Int{b}": ((0, (1 << b) - 1) if u else (-(1 << (b - 1)), (1 << (b - 1)) - 1))
+           for u in ("", "U") for b in (8, 16, 32, 64)}
+
+
+def fitting(values: Iterable[Any], dtype: str, column: str, gaps: Gaps | None = None) -> pd.arrays.IntegerArray:
+    """`pd.array(values, dtype)` for a nullable integer dtype, where a value read from the dump
+    that does not fit (a corrupt field) becomes NA and is noted in `gaps`, not fatal."""
+    vals = list(values)
+    try:
+        return pd.array(vals, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    lo, hi = _RANGES[dtype]
+    out: list[int | None] = []
+    for v in vals:
+        try:
+            iv = None if v is None else int(v)
+        except (TypeError, ValueError):
+            iv = lo - 1
+        out.append(iv if iv is None or lo <= iv <= hi else None)
+    bad = sum(1 for v, o in zip(vals, out) if v is not None and o is None)
+    if gaps is not None:
+        gaps.note(f"{column}: {bad} value(s) that do not fit {dtype} read as NA")
+    return pd.array(out, dtype=dtype)
