@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import KdnbError
-from .common import Gaps, enum_values, read_or_none, taint_letters
+from .common import Gaps, enum_values, fitting, read_or_none, taint_letters
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -93,12 +93,12 @@ def modules_frame(dump: "Dump") -> pd.DataFrame:
     df = pd.DataFrame({
         "name": pd.array([r["name"] for r in rows], dtype="string"),
         "state": pd.Categorical([r["state"] for r in rows], categories=states),
-        "base": pd.array([r["base"] for r in rows], dtype="UInt64"),
-        "size": pd.array([r["size"] for r in rows], dtype="Int64"),
-        "refcount": pd.array([r["refcount"] for r in rows], dtype="Int32"),
+        "base": fitting([r["base"] for r in rows], "UInt64", "base", gaps),
+        "size": fitting([r["size"] for r in rows], "Int64", "size", gaps),
+        "refcount": fitting([r["refcount"] for r in rows], "Int32", "refcount", gaps),
         "taints": pd.array([r["taints"] for r in rows], dtype="string"),
-        "symbols": pd.array([r["symbols"] for r in rows], dtype="Int32"),
-        "address": pd.array([r["address"] for r in rows], dtype="UInt64"),
+        "symbols": fitting([r["symbols"] for r in rows], "Int32", "symbols", gaps),
+        "address": fitting([r["address"] for r in rows], "UInt64", "address", gaps),
     })
     df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}),
                         "walk": {"list": "modules", "entries": len(seen), "closed": closed}}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import KdnbError, TypeNotFound
-from .common import Gaps, online_cpus, read_or_none
+from .common import Gaps, fitting, online_cpus, read_or_none
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -310,25 +310,25 @@ def slab_frame(dump: "Dump") -> pd.DataFrame:
                 gaps.note(f"slab_caches: more than {MAX_CACHES} caches", head)
             elif direction == "list.next":  # back at a cache already seen: the list cycles
                 gaps.note(f"slab_caches: cycle at {node:#x} after {len(seen)} caches", node)
-    df = _frame(rows, s.page_size)
+    df = _frame(rows, s.page_size, gaps)
     df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}),
                         "walk": {"list": "slab_caches", "entries": len(seen), "closed": closed}}
     return gaps.attach(df, "slab")
 
 
-def _frame(rows: list[dict[str, Any]], page_size: int) -> pd.DataFrame:
+def _frame(rows: list[dict[str, Any]], page_size: int, gaps: Gaps) -> pd.DataFrame:
     col = {c: [r[c] for r in rows] for c in COLUMNS if c not in ("total_bytes", "active_bytes")}
     df = pd.DataFrame({
         "name": pd.array(col["name"], dtype="string"),
-        "object_size": pd.array(col["object_size"], dtype="Int32"),
-        "size": pd.array(col["size"], dtype="Int32"),
-        "objs_per_slab": pd.array(col["objs_per_slab"], dtype="Int32"),
-        "order": pd.array(col["order"], dtype="Int16"),
-        "num_slabs": pd.array(col["num_slabs"], dtype="Int64"),
-        "num_objs": pd.array(col["num_objs"], dtype="Int64"),
-        "active_objs": pd.array(col["active_objs"], dtype="Int64"),
-        "free_objs": pd.array(col["free_objs"], dtype="Int64"),
-        "address": pd.array(col["address"], dtype="UInt64"),
+        "object_size": fitting(col["object_size"], "Int32", "object_size", gaps),
+        "size": fitting(col["size"], "Int32", "size", gaps),
+        "objs_per_slab": fitting(col["objs_per_slab"], "Int32", "objs_per_slab", gaps),
+        "order": fitting(col["order"], "Int16", "order", gaps),
+        "num_slabs": fitting(col["num_slabs"], "Int64", "num_slabs", gaps),
+        "num_objs": fitting(col["num_objs"], "Int64", "num_objs", gaps),
+        "active_objs": fitting(col["active_objs"], "Int64", "active_objs", gaps),
+        "free_objs": fitting(col["free_objs"], "Int64", "free_objs", gaps),
+        "address": fitting(col["address"], "UInt64", "address", gaps),
     })
     # memory held by the cache's slabs, and the slots really allocated (object + metadata)
     df.insert(9, "total_bytes", df["num_slabs"] * (df["order"].astype("Int64").rpow(2) * page_size))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import KdnbError
-from .common import Gaps, online_cpus, read_or_none, read_u64
+from .common import Gaps, fitting, online_cpus, read_or_none, read_u64
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -345,25 +345,25 @@ def _frame(k: "Kernel", r: _TaskReader, addresses: list[int], current: set[int],
         out["rss_pages"].append(pages)
         out["address"].append(a)
     df = pd.DataFrame({
-        "pid": pd.array(out["pid"], dtype="Int32"),
-        "tgid": pd.array(out["tgid"], dtype="Int32"),
-        "ppid": pd.array(out["ppid"], dtype="Int32"),
+        "pid": fitting(out["pid"], "Int32", "pid", gaps),
+        "tgid": fitting(out["tgid"], "Int32", "tgid", gaps),
+        "ppid": fitting(out["ppid"], "Int32", "ppid", gaps),
         "comm": pd.Categorical(out["comm"]),
         "state": pd.Categorical(out["state"], categories=STATE_CHARS),
-        "state_raw": pd.array(out["state_raw"], dtype="UInt32"),
-        "flags": pd.array(out["flags"], dtype="UInt32"),
+        "state_raw": fitting(out["state_raw"], "UInt32", "state_raw", gaps),
+        "flags": fitting(out["flags"], "UInt32", "flags", gaps),
         "is_kthread": np.array(out["is_kthread"], dtype=bool),
-        "cpu": pd.array(out["cpu"], dtype="Int16"),
+        "cpu": fitting(out["cpu"], "Int16", "cpu", gaps),
         "is_current": np.array(out["is_current"], dtype=bool),
-        "prio": pd.array(out["prio"], dtype="Int16"),
+        "prio": fitting(out["prio"], "Int16", "prio", gaps),
         "policy": pd.Categorical(out["policy"], categories=sorted(set(POLICIES) | set(out["policy"]),
                                                                   key=_policy_order)),
         "start_time": _ns(out["start_time"]),
         "last_run": _ns(out["last_run"]),
         "utime": _ns(out["utime"]),
         "stime": _ns(out["stime"]),
-        "rss_pages": pd.array(out["rss_pages"], dtype="Int64"),
-        "address": pd.array(out["address"], dtype="UInt64"),
+        "rss_pages": fitting(out["rss_pages"], "Int64", "rss_pages", gaps),
+        "address": fitting(out["address"], "UInt64", "address", gaps),
     })
     df = df.sort_values(["pid", "cpu"], kind="stable").reset_index(drop=True)
     return df
