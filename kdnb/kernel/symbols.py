@@ -104,6 +104,8 @@ class SymbolTable:
             order = usable[np.argsort(self.addresses[usable], kind="stable")]
             self._sorted = (self.addresses[order], order)
         addrs, order = self._sorted
+        if not 0 <= addr < 1 << 64:  # e.g. a register value from a corrupt note
+            return None
         k = int(np.searchsorted(addrs, np.uint64(addr), side="right")) - 1
         if k < 0:
             return None
@@ -118,7 +120,7 @@ class SymbolTable:
         """`func+0x1a/0x40 [mod]`, or the bare hex address when no symbol contains it."""
         hit = self.lookup(addr)
         if hit is None:
-            return f"{addr:#x}"
+            return f"{addr & 0xFFFFFFFFFFFFFFFF:#x}"
         size = f"/{hit.size:#x}" if hit.size > 0 else ""
         mod = f" [{hit.module}]" if hit.module else ""
         return f"{hit.name}+{hit.offset:#x}{size}{mod}"
