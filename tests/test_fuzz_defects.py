@@ -279,3 +279,12 @@ def test_cli_one_line_errors_and_warnings(capsys: pytest.CaptureFixture[str], tm
     assert main(["info", str(fifo)]) == EXIT_ERROR
     assert main(["validate", str(fifo)]) == 3
     assert capsys.readouterr().err.count("FIFO") == 2
+
+
+def test_damaged_qemu_prstatus_cpu_is_na() -> None:
+    from kdnb.dump.notes import Note, cpus_frame
+    from tests.builders import prstatus
+
+    notes = [Note("CORE", 1, prstatus(0x7FFFFFFF, {}), 0), Note("QEMU", 0, b"", 0)]
+    df = cpus_frame(notes)
+    assert df["cpu"].isna().all() and df["pid"].iloc[0] == 0x7FFFFFFF

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..bounds import NR_CPUS_MAX
+
 NT_PRSTATUS = 1
 NT_PRPSINFO = 3
 NT_AUXV = 6
@@ -116,6 +118,8 @@ def cpus_frame(notes: list[Note]) -> pd.DataFrame:
             continue
         pid, regs = decoded
         cpu = pid - 1 if qemu else index
+        if not 0 <= cpu < NR_CPUS_MAX:  # a damaged QEMU note: the CPU is unknown
+            cpu = None
         rows.append({"cpu": cpu, "pid": pid, **{r: regs[r] for r in CPU_FRAME_REGS}})
     df = pd.DataFrame(rows, columns=["cpu", "pid", *CPU_FRAME_REGS])
     df["cpu"] = df["cpu"].astype("Int16")
