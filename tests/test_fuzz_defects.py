@@ -288,3 +288,12 @@ def test_damaged_qemu_prstatus_cpu_is_na() -> None:
     notes = [Note("CORE", 1, prstatus(0x7FFFFFFF, {}), 0), Note("QEMU", 0, b"", 0)]
     df = cpus_frame(notes)
     assert df["cpu"].isna().all() and df["pid"].iloc[0] == 0x7FFFFFFF
+
+
+def test_elf_phnum_past_the_file(tmp_path: Path) -> None:
+    path = write_elf(tmp_path / "e", simple_spec())
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<Q", data, 32, len(data) - 100)  # e_phoff near the end: no room for them
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImplausibleValue, match="program header count"):
+        kdnb.open(path)

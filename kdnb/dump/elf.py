@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from ..bounds import MAX_PHYSMEM_BITS, U64_MAX, vmcoreinfo_int
+from ..bounds import MAX_PHYSMEM_BITS, U64_MAX, count, vmcoreinfo_int
 from ..errors import CorruptDump, FormatError, ImplausibleValue
 from .base import DumpReader, Segment
 from .notes import NT_AUXV, NT_FILE, NT_PRPSINFO, is_qemu, parse_notes, parse_vmcoreinfo, \
@@ -17,6 +17,7 @@ from .notes import NT_AUXV, NT_FILE, NT_PRPSINFO, is_qemu, parse_notes, parse_vm
 
 ELF_FLAG_INCOMPLETE = 0x1  # makedumpfile -E sets e_flags bit 0 when it ran out of space
 USER_NOTE_TYPES = {NT_PRPSINFO, NT_AUXV, NT_FILE}
+PHDRS_MAX = 1 << 20  # /proc/vmcore has one PT_LOAD per RAM range; makedumpfile -E one per run
 NOTES_MAX = 1 << 26  # 64 MiB of notes: 8192 CPUs' PRSTATUS notes need ~3 MiB
 PHYS_LIMIT = 1 << MAX_PHYSMEM_BITS
 OVERLAP_SAMPLES = 8  # pages compared where two PT_LOADs describe the same physical memory
@@ -50,7 +51,11 @@ class ElfDump(DumpReader):
         try:
             elf = ELFFile(self._file)
             ehdr = elf.header
-            phdrs = [elf.get_segment(i).header for i in range(elf.num_segments())]
+            room = max(0, self.file_size - ehdr["e_phoff"]) // max(ehdr["e_phentsize"], 1)
+            nph = count(elf.num_segments(), "ELF program header count", min(room, PHDRS_MAX), self.path)
+            phdrs = [elf.get_segment(i).header for i in range(nph)]
+        except ImplausibleValue:
+            raise
         except (ELFError, ValueError, OSError) as exc:
             raise CorruptDump(f"{self.path}: ELF headers unreadable ({exc})") from exc
         except Exception as exc:  # pyelftools raises construct errors on short reads
