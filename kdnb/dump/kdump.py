@@ -149,7 +149,6 @@ class KdumpDump(DumpReader):
         self.header["descriptors_offset"] = self._desc_off
 
     def _read_notes(self, hdr: dict, sub: dict) -> None:
-        src = self.source
         if sub.get("size_note"):
             blob = self._blob(sub["offset_note"], sub["size_note"], NOTE_MAX, "ELF notes")
             self.notes = parse_notes(blob, self.problems)

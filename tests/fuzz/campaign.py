@@ -13,7 +13,14 @@ from kdnb.dump.source import FlattenedSource
 from tests.builders import write_elf
 from tests.fuzz import container, kernel
 from tests.fuzz.runner import Case, run_cases
-from tests.fuzz.samples import ElfLayout, KdumpLayout, elf_layout, elf_spec_from, kdump_layout, sample_paths
+from tests.fuzz.samples import (
+    ElfLayout,
+    KdumpLayout,
+    elf_layout,
+    elf_spec_from,
+    kdump_layout,
+    sample_paths,
+)
 
 KERNEL_SHARE = 0.4  # fraction of cases that patch kernel objects rather than the container
 

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from tests.builders import Spec, write_elf
-from tests.fuzz.samples import HEADER_FIELDS, PHDR_NAMES, SUB_FIELDS, ElfLayout, KdumpLayout
+from tests.fuzz.samples import (
+    HEADER_FIELDS,
+    PHDR_NAMES,
+    SUB_FIELDS,
+    ElfLayout,
+    KdumpLayout,
+)
 
 Mutator = Callable[[random.Random, object, Path], str]
 BOUNDARY = (0, 1, 2, 7, 8, 0x7F, 0x80, 0xFF, 0x100, 0xFFF, 0x1000, 0x1001, 0x7FFF, 0xFFFF, 0x10000,

@@ -140,9 +140,12 @@ def _value(rng: random.Random, t: Target, old: int, others: list[Target]) -> tup
 
 def _new_bytes(rng: random.Random, t: Target, old: bytes, others: list[Target]) -> tuple[int, bytes, str]:
     """(offset in the target, replacement bytes, description)."""
-    if t.kind != BYTES:
-        value, how = _value(rng, t, int.from_bytes(old, "little"), others)
-        return 0, value.to_bytes(t.size, "little"), f"{int.from_bytes(old, 'little'):#x} -> {value:#x} ({how})"
+    if t.kind != BYTES:  # an array of 8-byte values (per-CPU offsets, PGD entries): one element
+        start = 8 * rng.randrange(t.size // 8) if t.size > 8 else 0
+        elem = Target(t.name, t.vaddr + start, min(t.size, 8), t.kind)
+        was = int.from_bytes(old[start:start + elem.size], "little")
+        value, how = _value(rng, elem, was, others)
+        return start, value.to_bytes(elem.size, "little"), f"+{start:#x}: {was:#x} -> {value:#x} ({how})"
     start = rng.randrange(t.size)
     n = min(t.size - start, rng.choice((1, 4, 8, 64, 512, 4096)))
     how = rng.choice(("random", "zero", "ones", "letters", "flip"))
