@@ -145,10 +145,44 @@ class Dump:
 
     @cached_property
     def meminfo(self) -> pd.DataFrame:
-        """Memory counters (total, free, used, cached, slab, ...) in pages and bytes."""
+        """Memory counters (/proc/meminfo, crash `kmem -i`): index item (total, free, used, ...,
+        swap, commit, hugepages, direct map), columns pages, bytes, proc (the /proc/meminfo field);
+        see kdnb.views.meminfo."""
         from .views.meminfo import meminfo_frame
 
         return self._provenance(meminfo_frame(self))
+
+    @cached_property
+    def zones(self) -> pd.DataFrame:
+        """Memory zones of each NUMA node (/proc/zoneinfo): node, zone, populated, start_pfn,
+        spanned, present, managed, free, min, low, high, boost, reserved_highatomic (pages),
+        address; see kdnb.views.zones."""
+        from .views.zones import zones_frame
+
+        return self._provenance(zones_frame(self))
+
+    @cached_property
+    def buddyinfo(self) -> pd.DataFrame:
+        """Free blocks by order of each populated zone (/proc/buddyinfo): node, zone, order,
+        free_blocks, free_pages; see kdnb.views.zones."""
+        from .views.zones import buddyinfo_frame
+
+        return self._provenance(buddyinfo_frame(self))
+
+    @cached_property
+    def sysctl(self) -> pd.DataFrame:
+        """The sysctls that decide what a crash does: name, value (as /proc/sys shows it),
+        number, symbol, address; see kdnb.views.sysctl."""
+        from .views.sysctl import sysctl_frame
+
+        return self._provenance(sysctl_frame(self))
+
+    @cached_property
+    def cmdline(self) -> str:
+        """The kernel command line (`saved_command_line`, /proc/cmdline)."""
+        from .views.sysctl import cmdline
+
+        return cmdline(self)
 
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:

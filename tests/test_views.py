@@ -129,7 +129,7 @@ def test_columns_and_dtypes(where) -> None:
         assert df.attrs["kdnb"]["release"] == d.vmcoreinfo["OSRELEASE"]
     assert list(d.tasks["state"].cat.categories) == list("RSDTtXZPI")
     mi = d.meminfo
-    assert list(mi.index) == ["total", "free", "used", "buffers", "cached", "slab_reclaimable",
+    assert list(mi.index)[:10] == ["total", "free", "used", "buffers", "cached", "slab_reclaimable",
                               "slab_unreclaimable", "kernel_stack", "page_tables", "anon"]
     assert mi.loc["total", "pages"] == mi.loc["free", "pages"] + mi.loc["used", "pages"]
     assert (mi["pages"] >= 0).all()

@@ -31,6 +31,27 @@ KALLSYMS_SUBSET = ("_stext", "_text", "linux_banner", "init_task", "page_offset_
                    "kallsyms_names", "kallsyms_offsets", "kallsyms_relative_base",
                    "kallsyms_token_table", "kallsyms_token_index", "kallsyms_markers")
 
+#: Sysctls recorded in the snapshot (sysctl.txt, `name = value` lines), to check d.sysctl against.
+SNAPSHOT_SYSCTLS = ("kernel.panic", "kernel.panic_on_oops", "kernel.panic_on_warn",
+                    "kernel.panic_print", "kernel.panic_on_rcu_stall", "kernel.hung_task_panic",
+                    "kernel.hung_task_timeout_secs", "kernel.hung_task_check_interval_secs",
+                    "kernel.hung_task_warnings", "kernel.softlockup_panic", "kernel.hardlockup_panic",
+                    "kernel.watchdog_thresh", "kernel.unknown_nmi_panic",
+                    "kernel.panic_on_unrecovered_nmi", "kernel.panic_on_io_nmi", "kernel.kptr_restrict",
+                    "kernel.dmesg_restrict", "kernel.core_pattern", "fs.suid_dumpable", "kernel.sysrq",
+                    "kernel.printk", "kernel.tainted", "kernel.pid_max", "kernel.threads-max",
+                    "kernel.randomize_va_space", "vm.panic_on_oom", "vm.oom_kill_allocating_task",
+                    "vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes",
+                    "vm.min_free_kbytes", "vm.swappiness")
+
+#: /proc files copied into the snapshot besides the fixed ones (missing ones are skipped).
+SNAPSHOT_PROC = {"zoneinfo.txt": "/proc/zoneinfo", "buddyinfo.txt": "/proc/buddyinfo",
+                 "vmstat.txt": "/proc/vmstat", "mounts.txt": "/proc/mounts",
+                 "net-dev.txt": "/proc/net/dev", "net-unix.txt": "/proc/net/unix",
+                 "sockstat.txt": "/proc/net/sockstat", "interrupts.txt": "/proc/interrupts",
+                 "softirqs.txt": "/proc/softirqs", "timer_list.txt": "/proc/timer_list",
+                 "diskstats.txt": "/proc/diskstats", "partitions.txt": "/proc/partitions"}
+
 #: Workload processes the first kernel starts: (comm, kdnb_work arguments).
 WORKLOAD = (("kdnb_sleeper", "sleep"), ("kdnb_spin_cpu1", "spin 1"),
             ("kdnb_fifo_rd", "fifo /kdnb.fifo"))
@@ -153,8 +174,18 @@ def first_init(scenario: Scenario, formats: list[Format]) -> str:
     lines.append(": > $S/workload.txt; mkfifo /kdnb.fifo")
     for comm, args in WORKLOAD:
         lines.append(f'kdnb_work {comm} {args} & echo "{comm} $!" >> $S/workload.txt')
+    # /init holds the FIFO open read-write (never blocks): kdnb_fifo_rd's open() returns and the
+    # reader waits in pipe_read with the FIFO on its fd 3, a pipe d.files can show
+    lines.append("exec 3<>/kdnb.fifo")
+    sysctls = " ".join(SNAPSHOT_SYSCTLS)
     lines += [
         "sleep 1",
+        *[f"cat {src} > $S/{name} 2>/dev/null" for name, src in SNAPSHOT_PROC.items()],
+        f'for k in {sysctls}; do echo "$k = $(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; '
+        "done > $S/sysctl.txt",
+        'while read c p; do cat /proc/$p/maps > $S/maps-$c.txt; ls -l /proc/$p/fd > $S/fd-$c.txt; '
+        'for f in /proc/$p/fdinfo/*; do echo "fd: ${f##*/}"; cat $f; done > $S/fdinfo-$c.txt; '
+        "done < $S/workload.txt",
         "cat /proc/[0-9]*/stat > $S/proc-stat.txt 2>/dev/null",
         "ps -o pid,ppid,stat,comm,args > $S/ps.txt 2>/dev/null || ps > $S/ps.txt",
         "cat /proc/slabinfo > $S/slabinfo.txt",
@@ -220,7 +251,7 @@ def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str
     img.add_host_file("bin/busybox", tools.busybox, 0o755)
     for applet in ("sh", "mount", "umount", "insmod", "sleep", "cat", "echo", "sysctl", "taskset",
                    "mkfifo", "ps", "uname", "dmesg", "ls", "grep", "sync", "poweroff", "stat",
-                   "awk", "tail", "mkdir", "cp", "printf"):
+                   "awk", "tail", "mkdir", "cp", "printf", "tr"):
         img.add_symlink(f"bin/{applet}", "busybox")
     for so, path in libraries.items():
         img.add_host_file(f"lib/x86_64-linux-gnu/{so}", path, 0o755)

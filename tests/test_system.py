@@ -1,0 +1,148 @@
+"""The system-state views (meminfo, zones, buddyinfo, sysctl, cmdline) against each capture's
+/proc snapshot and ground truth, where the value cannot have changed between the snapshot and the
+crash, and against the kernel's own sums."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+import kdnb
+from kdnb.views.common import IncompleteViewWarning
+from tests.conftest import DATA, corpus_dir, ground_truth
+
+CORPUS = ["k5.10-sysrq", "k5.10-hung_task", "k6.1-sysrq", "k6.1-oops", "k6.12-hung_task",
+          "k6.12-hung_task-degraded", "k7.2-panic", "k7.2-softlockup"]
+SAMPLES = sorted(p.parent.name for p in DATA.glob("*/ground-truth.json"))
+#: /proc/meminfo fields that stay put while the guest idles between snapshot and crash
+CONSTANT = ["MemTotal", "CommitLimit", "Percpu", "Hugepagesize", "HugePages_Total", "Hugetlb",
+            "SwapTotal"]
+
+_open: dict[str, kdnb.Dump] = {}
+
+
+def dump_of(folder: Path) -> kdnb.Dump:
+    """One Dump per folder for the session."""
+    key = str(folder)
+    if key not in _open:
+        vmcores = sorted(folder.glob("vmcore.kdump-*"))
+        if not vmcores:
+            pytest.skip(f"no kdump file in {folder}")
+        _open[key] = kdnb.open(vmcores[0])
+    return _open[key]
+
+
+def folders() -> list:
+    return [pytest.param(DATA / n, id=f"data-{n}") for n in SAMPLES] + \
+        [pytest.param(n, id=n, marks=pytest.mark.corpus) for n in CORPUS]
+
+
+def resolve(where: Path | str) -> Path:
+    return where if isinstance(where, Path) else corpus_dir(where)
+
+
+def quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteViewWarning)
+        return fn()
+
+
+def proc_meminfo(folder: Path) -> dict[str, int]:
+    """snapshot/meminfo.txt as {field: kB (or count for HugePages_*)}."""
+    out = {}
+    for line in (folder / "snapshot" / "meminfo.txt").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        out[name] = int(rest.split()[0])
+    return out
+
+
+@pytest.mark.parametrize("where", folders())
+def test_meminfo_against_the_snapshot(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    mi = d.meminfo
+    snap = proc_meminfo(folder)
+    assert list(mi.columns) == ["pages", "bytes", "proc"]
+    assert {str(t) for t in mi.dtypes[["pages", "bytes"]]} == {"Int64"}
+    by_proc = {p: row for p, row in zip(mi["proc"], mi.itertuples()) if isinstance(p, str)}
+    hugepage = int(mi.loc["hugepage_size", "pages"])
+    for name in CONSTANT:
+        if name in snap:
+            row = by_proc[name]
+            got = row.pages // hugepage if name.startswith("HugePages_") else row.bytes // 1024
+            assert got == snap[name], name
+    # everything /proc shows that the kernel has is read (the rest is absent on this kernel)
+    absent = set(mi.attrs["kdnb"].get("absent", []))
+    for item, row in mi.iterrows():
+        if isinstance(row["proc"], str) and row["proc"] in snap and item not in absent:
+            assert row["pages"] is not None and row["pages"] >= 0, item
+    # plausible where the idle guest moved a little (Dirty was synced, the trigger ran)
+    for name in ("MemFree", "MemAvailable", "Slab", "Shmem", "Mapped", "Committed_AS", "VmallocUsed"):
+        assert abs(by_proc[name].bytes // 1024 - snap[name]) <= max(snap[name] // 10, 1024), name
+    assert mi.loc["slab", "pages"] == mi.loc["slab_reclaimable", "pages"] + mi.loc["slab_unreclaimable", "pages"]
+    assert mi.loc["available", "pages"] <= mi.loc["total", "pages"]
+
+
+@pytest.mark.parametrize("where", folders())
+def test_zones_and_buddyinfo_add_up(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    z, b, mi = d.zones, d.buddyinfo, d.meminfo
+    assert list(z["zone"].cat.categories) and set(z["zone"]) >= {"DMA", "DMA32"}
+    assert {str(z[c].dtype) for c in ("spanned", "present", "managed", "free", "min", "low", "high")} == {"Int64"}
+    # totalram_pages is the sum of the zones' managed pages
+    assert z["managed"].sum() == mi.loc["total", "pages"]
+    assert z["free"].sum() == mi.loc["free", "pages"]
+    populated = z[z["populated"]]
+    assert (populated["min"] <= populated["low"]).all() and (populated["low"] <= populated["high"]).all()
+    assert len(b) == len(populated) * 11 and list(b.columns) == ["node", "zone", "order", "free_blocks", "free_pages"]
+    assert (b["free_pages"] == b["free_blocks"] * (2 ** b["order"].astype("int64"))).all()
+    # NR_FREE_PAGES counts the buddy lists (per-CPU vm_stat deltas aside)
+    assert abs(int(b["free_pages"].sum()) - int(z["free"].sum())) <= 64
+    assert "incomplete" not in b.attrs["kdnb"]
+
+
+def _scenario_sysctls(scenario: str) -> dict[str, int]:
+    want = {"kernel.panic": 5}  # every capture boots with panic=5
+    if "hung" in scenario:
+        want.update({"kernel.hung_task_panic": 1, "kernel.hung_task_timeout_secs": 5})
+    if "oops" in scenario:
+        want["kernel.panic_on_oops"] = 1
+    if "softlockup" in scenario:
+        want["kernel.softlockup_panic"] = 1
+    return want
+
+
+@pytest.mark.parametrize("where", folders())
+def test_sysctl_and_cmdline(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    gt = ground_truth(folder)
+    # /proc/cmdline prints saved_command_line and a newline (a trailing blank stays)
+    assert d.cmdline == (folder / "snapshot" / "cmdline.txt").read_text().removesuffix("\n")
+    assert d.cmdline.strip() == gt["first_kernel_cmdline"]
+    sc = d.sysctl
+    assert list(sc.columns) == ["name", "value", "number", "symbol", "address"]
+    assert "incomplete" not in sc.attrs["kdnb"] and not sc.attrs["kdnb"].get("absent")
+    got = dict(zip(sc["name"], sc["number"]))
+    for name, value in _scenario_sysctls(gt["scenario"]).items():
+        assert got[name] == value, name
+    assert got["kernel.tainted"] == int(gt["tainted_before_crash"]) or got["kernel.tainted"] > 0
+    assert sc.set_index("name").loc["kernel.core_pattern", "value"] == "core"
+    assert re.fullmatch(r"\d+\t4\t1\t7", sc.set_index("name").loc["kernel.printk", "value"])
+    snap = folder / "snapshot" / "sysctl.txt"
+    if snap.exists():  # lab dumps made since the snapshot records them
+        _same_as_snapshot(sc, snap)
+
+
+def _same_as_snapshot(sc, snap: Path) -> None:
+    """Every sysctl equals the snapshot's but the crash's own changes (console_verbose() raises
+    the console loglevel; a hung-task report uses up one warning)."""
+    values = dict(zip(sc["name"], sc["value"]))
+    for line in snap.read_text().splitlines():
+        name, _, value = line.partition(" = ")
+        if name in values and name not in ("kernel.printk", "kernel.hung_task_warnings", "kernel.tainted"):
+            assert values[name] == value, name
