@@ -23,7 +23,8 @@ VIEWS = [("tasks", "tasks", "tasks"), ("slab", "slab_caches", "slab caches"),
          ("modules", "modules", "modules")]
 CAUSES = {"truncated": "the file is truncated", "lost": "the dump is incomplete",
           "corrupt": "page data or descriptors are corrupt", "hole": "pages lie in holes",
-          "missing": "pages are missing from the dump"}
+          "missing": "pages are missing from the dump",
+          "structure": "kernel data structures are inconsistent (a cycle, a NULL or wild pointer)"}
 
 
 def check_coverage_ram(ctx: Context) -> Check:
