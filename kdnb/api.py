@@ -184,6 +184,29 @@ class Dump:
 
         return cmdline(self)
 
+    def vmas(self, pid: int) -> pd.DataFrame:
+        """The memory map of a process (/proc/PID/maps, crash `vm`): pid, comm, start, end,
+        perms, flags, offset, dev, inode, path, kind (file, shmem, anon, heap, stack, special),
+        address; see kdnb.views.vmas."""
+        from .views.vmas import vmas_frame
+
+        return self._provenance(vmas_frame(self, pid))
+
+    @cached_property
+    def maps(self) -> pd.DataFrame:
+        """`vmas()` of every process, one row per VMA; see kdnb.views.vmas."""
+        from .views.vmas import maps_frame
+
+        return self._provenance(maps_frame(self))
+
+    def files(self, pid: int) -> pd.DataFrame:
+        """Open files of a process (crash `files`, /proc/PID/fd + fdinfo): pid, fd, path, type
+        (regular, directory, char, block, fifo, pipe, socket, link, anon_inode, unknown), flags,
+        cloexec, mode, pos, inode, mnt_id, file; see kdnb.views.files."""
+        from .views.files import files_frame
+
+        return self._provenance(files_frame(self, pid))
+
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""

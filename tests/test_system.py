@@ -146,3 +146,60 @@ def _same_as_snapshot(sc, snap: Path) -> None:
         name, _, value = line.partition(" = ")
         if name in values and name not in ("kernel.printk", "kernel.hung_task_warnings", "kernel.tainted"):
             assert values[name] == value, name
+
+
+def workload(folder: Path) -> dict[str, int]:
+    """comm -> pid of the lab's workload processes (snapshot/workload.txt)."""
+    return {c: int(p) for c, p in (line.split() for line in
+                                   (folder / "snapshot" / "workload.txt").read_text().splitlines())}
+
+
+def present(d: kdnb.Dump, folder: Path) -> list[str]:
+    """The sleeper and the FIFO reader, unless the (degraded) dump lost their task_struct."""
+    pids = set(quiet(lambda: d.tasks)["pid"])
+    comms = [c for c in ("kdnb_sleeper", "kdnb_fifo_rd") if workload(folder)[c] in pids]
+    assert comms or "degraded" in folder.name
+    return comms
+
+
+@pytest.mark.parametrize("where", folders())
+def test_vmas_of_the_workload(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    for comm in present(d, folder):
+        vm = quiet(lambda: d.vmas(workload(folder)[comm]))
+        assert (vm["comm"] == comm).all() and (vm["start"] < vm["end"]).all()
+        assert (vm["start"].iloc[1:].to_numpy() >= vm["end"].iloc[:-1].to_numpy()).all()
+        if "degraded" in folder.name and "incomplete" in vm.attrs["kdnb"]:
+            continue  # makedumpfile dropped slab pages: a flagged partial map is right
+        # the static executable (kdnb_work, or busybox in older lab dumps), on the tmpfs root
+        exe = vm[vm["path"] == vm["path"].iloc[0]]
+        assert vm["path"].iloc[0] in ("/bin/kdnb_work", "/bin/busybox")
+        assert len(exe) >= 4 and exe["start"].iloc[0] == 0x400000 and exe["offset"].iloc[0] == 0
+        assert (exe["kind"] == "shmem").all() and exe["inode"].nunique() == 1
+        assert {"heap", "stack", "special"} <= set(vm["kind"])
+        assert {"[vdso]", "[vvar]", "[stack]", "[heap]"} <= set(vm["path"].dropna())
+        assert "r-xp" in set(exe["perms"])
+        assert "incomplete" not in vm.attrs["kdnb"]
+    maps = quiet(lambda: d.maps)
+    assert (maps["pid"] > 0).all()
+    if present(d, folder):
+        assert set(workload(folder).values()) & set(maps["pid"])
+
+
+@pytest.mark.parametrize("where", folders())
+def test_files_of_the_workload(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    for comm in present(d, folder):
+        f = quiet(lambda: d.files(workload(folder)[comm]))
+        if "degraded" in folder.name and "incomplete" in f.attrs["kdnb"]:
+            continue
+        by_fd = f.set_index("fd")
+        assert list(by_fd.loc[[0, 1, 2], "path"]) == ["/dev/null", "/dev/console", "/dev/console"]
+        assert set(by_fd.loc[[0, 1, 2], "type"]) == {"char"}
+        # /dev/null is on the devtmpfs mounted at /dev: the path crossed a mount
+        assert by_fd.loc[0, "mnt_id"] != by_fd.loc[1, "mnt_id"]
+        assert by_fd.loc[0, "flags"] & 0o3 == 0 and by_fd.loc[1, "flags"] & 0o3 == 2  # O_RDONLY, O_RDWR
+    with pytest.raises(kdnb.KdnbError):
+        d.files(999_999)

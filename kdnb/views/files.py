@@ -1,0 +1,128 @@
+"""`Dump.files(pid)`: the open files of a process (crash `files`, /proc/PID/fd and fdinfo).
+
+`task->files->fdt` is the current `struct fdtable`: the `open_fds` bitmap (max_fds bits) says
+which slots of the `fd[]` array hold a `struct file *`. Each file is read once; its path is the
+dentry walk across mounts (kdnb.views.paths), its type comes from the inode's mode (a FIFO on
+pipefs is a pipe; the shared anon_inode_inode is an anonymous inode: eventfd, epoll, ...).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .. import bounds
+from ..errors import KdnbError
+from .common import Gaps, fitting, read_or_none
+from .paths import Paths
+from .vmas import task_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api import Dump
+
+MAX_FDS = 1 << 24  # fs.nr_open is 1 M by default (its ceiling is ~ 2^30); a 16 M table is implausible
+O_CLOEXEC = 0o2000000
+S_IFMT = 0o170000
+MODE_TYPES = {0o140000: "socket", 0o120000: "link", 0o100000: "regular", 0o060000: "block",
+              0o040000: "directory", 0o020000: "char", 0o010000: "fifo"}
+TYPES = ["regular", "directory", "char", "block", "fifo", "pipe", "socket", "link", "anon_inode",
+         "unknown"]
+COLUMNS = ["pid", "fd", "path", "type", "flags", "cloexec", "mode", "pos", "inode", "mnt_id", "file"]
+
+
+def files_frame(dump: "Dump", pid: int) -> pd.DataFrame:
+    """One row per open file descriptor of `pid`: pid, fd, path (`/dev/console`, `pipe:[123]`,
+    `socket:[456]`, `anon_inode:[eventfd]`), type (regular, directory, char, block, fifo, pipe,
+    socket, link, anon_inode, unknown), flags (f_flags with O_CLOEXEC, as fdinfo's `flags:`),
+    cloexec, mode (f_mode), pos (f_pos), inode (i_ino), mnt_id, file (the struct file)."""
+    k = dump.kernel
+    gaps = Gaps()
+    task, _comm = task_of(dump, pid)
+    files = k.read_u64(task + k.type("struct task_struct").offsetof("files"))
+    rows: list[dict[str, Any]] = []
+    if files:
+        try:
+            rows = _open_files(dump, files, gaps)
+        except KdnbError as exc:
+            gaps.note(f"files_struct of pid {pid}", files, exc)
+    df = pd.DataFrame({
+        "pid": fitting([pid] * len(rows), "Int32", "pid", gaps),
+        "fd": fitting([r["fd"] for r in rows], "Int32", "fd", gaps),
+        "path": pd.array([r["path"] for r in rows], dtype="string"),
+        "type": pd.Categorical([r["type"] for r in rows], categories=TYPES),
+        "flags": fitting([r["flags"] for r in rows], "UInt32", "flags", gaps),
+        "cloexec": np.array([r["cloexec"] for r in rows], dtype=bool),
+        "mode": fitting([r["mode"] for r in rows], "UInt32", "mode", gaps),
+        "pos": fitting([r["pos"] for r in rows], "Int64", "pos", gaps),
+        "inode": fitting([r["inode"] for r in rows], "UInt64", "inode", gaps),
+        "mnt_id": fitting([r["mnt_id"] for r in rows], "Int32", "mnt_id", gaps),
+        "file": fitting([r["file"] for r in rows], "UInt64", "file", gaps),
+    }, columns=COLUMNS)
+    return gaps.attach(df, f"files of pid {pid}")
+
+
+def _open_files(dump: "Dump", files: int, gaps: Gaps) -> list[dict[str, Any]]:
+    k = dump.kernel
+    fs_t = k.type("struct files_struct")
+    fdt = k.read_u64(files + fs_t.offsetof("fdt"))
+    table = k.layout(k.type("struct fdtable"), ["max_fds", "fd", "close_on_exec", "open_fds"])
+    max_fds, fd_array, cloexec_bits, open_bits = table.unpack(k.read(fdt, table.size))
+    n = bounds.count(max_fds, "fdtable.max_fds", MAX_FDS, k.reader.path)
+    words = (n + 63) // 64
+    open_fds = int.from_bytes(k.read(open_bits, 8 * words), "little")
+    cloexec = int.from_bytes(k.read(cloexec_bits, 8 * words), "little")
+    paths = Paths(k)
+    f_t = k.type("struct file")
+    layout = k.layout(f_t, ["f_flags", "f_mode", "f_pos", "f_inode", "f_path.mnt"])
+    inode = k.layout(k.type("struct inode"), ["i_mode", "i_ino"])
+    mount_t = k.type("struct mount")
+    mnt_id_off = mount_t.offsetof("mnt_id") - mount_t.offsetof("mnt")
+    try:
+        anon_inode = k.read_u64(k.symbol("anon_inode_inode"))
+    except KdnbError:
+        anon_inode = None
+    out = []
+    bits = open_fds & ((1 << n) - 1)
+    while bits:
+        low = bits & -bits
+        bits ^= low
+        fd = low.bit_length() - 1
+        row = _file_row(k, paths, layout, inode, mnt_id_off, anon_inode, fd, fd_array, gaps)
+        if row is not None:
+            row["cloexec"] = bool(cloexec >> fd & 1)
+            row["flags"] |= O_CLOEXEC if row["cloexec"] else 0
+            out.append(row)
+    return out
+
+
+def _file_row(k, paths: Paths, layout, inode_layout, mnt_id_off: int, anon_inode: int | None,
+              fd: int, fd_array: int, gaps: Gaps) -> dict[str, Any] | None:
+    raw = read_or_none(k, fd_array + 8 * fd, 8, gaps, f"fd[{fd}]")
+    if raw is None:
+        return None
+    (file,) = struct.unpack("<Q", raw)
+    if not file:
+        return None  # reserved slot (an fd being installed)
+    data = read_or_none(k, file, layout.size, gaps, f"struct file of fd {fd}")
+    if data is None:
+        return None
+    flags, mode, pos, inode, mnt = layout.unpack(data)
+    row: dict[str, Any] = {"fd": fd, "path": None, "type": "unknown", "flags": flags, "mode": mode,
+                           "pos": pos, "inode": None, "mnt_id": None, "file": file}
+    try:
+        row["path"] = paths.file_path(file)
+        i_mode, row["inode"] = inode_layout.unpack(k.read(inode, inode_layout.size))
+        row["mnt_id"] = struct.unpack("<i", k.read(mnt + mnt_id_off, 4))[0]
+    except KdnbError as exc:
+        gaps.note(f"path of fd {fd}", file, exc)
+        return row
+    if anon_inode is not None and inode == anon_inode:
+        row["type"] = "anon_inode"
+    else:
+        row["type"] = MODE_TYPES.get(i_mode & S_IFMT, "unknown")
+        if row["type"] == "fifo" and (row["path"] or "").startswith("pipe:["):
+            row["type"] = "pipe"
+    return row
