@@ -23,9 +23,10 @@ VMCOREINFO_NEEDS: list[tuple[str, list[tuple[str, ...]]]] = [
     ("identity", [("OSRELEASE",), ("PAGESIZE",)]),
     ("address translation", [("SYMBOL(init_top_pgt)", "SYMBOL(swapper_pg_dir)"),
                              ("NUMBER(phys_base)",), ("KERNELOFFSET",)]),
+    # kallsyms_relative_base is gone since 7.0 (a081b5789255 "kallsyms: Get rid of kallsyms
+    # relative base"); before 6.0 ("vmcoreinfo: include kallsyms symbols") none of these exist
     ("symbols (kallsyms)", [(f"SYMBOL(kallsyms_{t})",) for t in
-                            ("names", "num_syms", "token_table", "token_index", "offsets",
-                             "relative_base")]),
+                            ("names", "num_syms", "token_table", "token_index", "offsets")]),
     ("kernel log", [("SYMBOL(prb)",), ("OFFSET(printk_ringbuffer.desc_ring)",),
                     ("OFFSET(prb_desc_ring.descs)",), ("SIZE(printk_info)",),
                     ("OFFSET(prb_data_ring.data)",)]),
@@ -72,6 +73,8 @@ def check_metadata_vmcoreinfo(ctx: Context) -> Check:
             if not any(a in ctx.vmci for a in alts):
                 missing.setdefault(analysis, []).append(alts[0])
     ev: dict[str, Any] = {"keys": len(ctx.vmci)}
+    if "symbols (kallsyms)" in missing and ctx.kernel() is not None:
+        ev["kallsyms_not_in_vmcoreinfo"] = missing.pop("symbols (kallsyms)")  # found by a scan
     bad_values = []
     for key, base in (("PAGESIZE", 10), ("NUMBER(phys_base)", 10), ("KERNELOFFSET", 16),
                       ("SYMBOL(init_top_pgt)", 16), ("SYMBOL(_stext)", 16)):
@@ -98,9 +101,11 @@ def check_metadata_vmcoreinfo(ctx: Context) -> Check:
                      "unavailable: " + ", ".join(missing) if missing else
                      "values derived from garbled keys are wrong", ev,
                      blocking=blocking or "PAGESIZE" in " ".join(bad_values))
+    scanned = ("; the kallsyms tables it does not name were found in the kernel image"
+               if "kallsyms_not_in_vmcoreinfo" in ev else "")
     return Check("metadata.vmcoreinfo", "metadata", "pass",
                  f"VMCOREINFO has the {len(ctx.vmci)} keys every analysis needs "
-                 f"(OSRELEASE {ctx.vmci.get('OSRELEASE', '?')})", "", ev)
+                 f"(OSRELEASE {ctx.vmci.get('OSRELEASE', '?')}){scanned}", "", ev)
 
 
 def check_metadata_qemu_vmcoreinfo(ctx: Context) -> Check:
