@@ -21,29 +21,9 @@ CASES = 48
 JOBS = 2
 TIMEOUT = 20.0
 
-# innermost file of a known failure -> what fails there (and the mutation that triggers it)
-KNOWN_FAILURES: dict[str, str] = {
-    "kdnb/kernel/kallsyms.py": "IndexError/ValueError/struct.error on patched kallsyms tables or counts",
-    "kdnb/kernel/symbols.py": "OverflowError in lookup (uint64 from -1) when the notes or registers are damaged",
-    "kdnb/kernel/kernel.py": "ValueError/TypeError on patched kernel values",
-    "kdnb/kernel/btf.py": "IndexError in _decode/scan on patched BTF bytes",
-    "kdnb/kernel/types.py": "hang/RecursionError on a self-referencing BTF type",
-    "kdnb/kernel/objects.py": "TypeError on a member whose BTF type changed",
-    "kdnb/kernel/unwind.py": "errors on patched stacks / ORC tables",
-    "kdnb/kernel/unwind_orc.py": "errors on patched ORC tables",
-    "kdnb/kernel/module_btf.py": "ValueError/TypeError on sprayed module BTF",
-    "kdnb/kernel/kallsyms_scan.py": "errors on patched kallsyms tables (5.10, no VMCOREINFO kallsyms)",
-    "kdnb/views/common.py": "MemoryError in online_cpus when nr_cpu_ids is patched (e.g. 0x2bc50988)",
-    "kdnb/views/tasks.py": "TypeError 'cannot safely cast' in _frame on patched task fields",
-    "kdnb/views/slab.py": "TypeError on patched kmem_cache fields",
-    "kdnb/views/modules.py": "TypeError on patched module fields",
-    "kdnb/views/backtrace.py": "TypeError/OverflowError on patched stacks or _stext",
-    "kdnb/analysis/validate_kernel.py": "TypeError in check_log_printk",
-    "kdnb/analysis/validate_coverage.py": "KeyError in _judge when the log layout is implausible",
-    "kdnb/analysis/validate_context.py": "errors from kernel walks it calls",
-    "kdnb/analysis/validate.py": "errors re-raised from the checks",
-    "kdnb/analysis/rootcause.py": "errors on damaged logs/stacks",
-}
+# innermost file of a known failure -> what fails there (none open: seeds 11 and 23, 700 cases, gave
+# no untyped exception, hang or out-of-memory failure)
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _known(where: str) -> bool:
