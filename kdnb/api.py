@@ -207,6 +207,29 @@ class Dump:
 
         return self._provenance(files_frame(self, pid))
 
+    @cached_property
+    def irqs(self) -> pd.DataFrame:
+        """Interrupts (/proc/interrupts, crash `irq -s`): irq, chip, hwirq, actions, handlers,
+        total, cpuN per online CPU; see kdnb.views.irqs."""
+        from .views.irqs import irqs_frame
+
+        return self._provenance(irqs_frame(self))
+
+    @cached_property
+    def softirqs(self) -> pd.DataFrame:
+        """Softirq counts (/proc/softirqs): softirq, total, cpuN; see kdnb.views.irqs."""
+        from .views.irqs import softirqs_frame
+
+        return self._provenance(softirqs_frame(self))
+
+    @cached_property
+    def timers(self) -> pd.DataFrame:
+        """Pending timers and hrtimers per CPU (crash `timer`): cpu, kind, base, expires,
+        expires_in (from the crash), function, address; see kdnb.views.timers."""
+        from .views.timers import timers_frame
+
+        return self._provenance(timers_frame(self))
+
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""

@@ -8,6 +8,7 @@ import re
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import kdnb
@@ -203,3 +204,50 @@ def test_files_of_the_workload(where) -> None:
         assert by_fd.loc[0, "flags"] & 0o3 == 0 and by_fd.loc[1, "flags"] & 0o3 == 2  # O_RDONLY, O_RDWR
     with pytest.raises(kdnb.KdnbError):
         d.files(999_999)
+
+
+@pytest.mark.parametrize("where", folders())
+def test_irqs_and_softirqs(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    irqs = d.irqs
+    cpus = [c for c in irqs.columns if c.startswith("cpu")]
+    assert cpus and (irqs["total"] == irqs[cpus].sum(axis=1)).all()
+    named = irqs.set_index("irq")["actions"]
+    assert named.loc[0] == "timer" and named.loc[4] == "ttyS0"
+    assert any(a.startswith("virtio") for a in named)
+    assert irqs.set_index("irq").loc[0, "total"] > 0
+    soft = d.softirqs
+    assert list(soft["softirq"]) == ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL",
+                                     "TASKLET", "SCHED", "HRTIMER", "RCU"]
+    assert soft.set_index("softirq").loc["TIMER", "total"] > 0
+    snap = folder / "snapshot" / "interrupts.txt"
+    if snap.exists():  # counts only grow between the snapshot and the crash
+        _at_least_the_snapshot(irqs, snap)
+
+
+def _at_least_the_snapshot(irqs, snap: Path) -> None:
+    by_irq = irqs.set_index("irq")
+    lines = snap.read_text().splitlines()
+    ncpu = len(lines[0].split())
+    for line in lines[1:]:
+        head, _, rest = line.partition(":")
+        if head.strip().isdigit():
+            counts = [int(x) for x in rest.split()[:ncpu]]
+            row = by_irq.loc[int(head)]
+            assert all(row[f"cpu{i}"] >= c for i, c in enumerate(counts)), line
+            assert row["actions"].replace(", ", ",") in line.replace(", ", ","), line
+
+
+@pytest.mark.parametrize("where", folders())
+def test_timers(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    t = d.timers
+    assert t.attrs["kdnb"]["hz"] == 250  # Debian's CONFIG_HZ
+    assert set(t["kind"]) == {"timer", "hrtimer"} and set(t["cpu"]) == set(d.cpus["cpu"])
+    assert "delayed_work_timer_fn" in set(t["function"])
+    # each CPU's tick (or watchdog) hrtimer is due within seconds of the crash
+    hr = t[t["kind"] == "hrtimer"]
+    assert (hr.groupby("cpu")["expires_in"].min().abs() < pd.Timedelta(seconds=10)).all()
+    assert t["expires_in"].notna().all() and "incomplete" not in t.attrs["kdnb"]

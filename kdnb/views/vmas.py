@@ -3,7 +3,7 @@
 The VMAs of an mm are the entries of its maple tree `mm->mm_mt` (6.1+, d4af56c5c7c6 "mm: start
 tracking VMAs with maple tree"), else the `mm->mmap` list linked by `vm_next`. Each maple node is
 read once (256 bytes); its type (leaf, range or allocation-range node) sits in the encoded child
-pointer, the slot and pivot counts come from BTF. Every VMA found must cover exactly the range
+pointer, the slot and pivot counts come from BTF (kdnb.views.trees). Every VMA found must cover exactly the range
 the tree stores it under, and the walk is bounded by `mm->map_count`, so a damaged tree gives a
 flagged partial map, never a loop. Names follow show_map_vma(): the file's path, the special
 mapping's name (`[vdso]`, `[vvar]`), `[heap]`, `[stack]`, `[anon:NAME]`.
@@ -23,82 +23,17 @@ from .. import bounds
 from ..errors import KdnbError
 from .common import Gaps, fitting, read_or_none
 from .paths import Paths
+from .trees import MapleTree, maple_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
     from ..kernel.kernel import Kernel
 
 MAX_VMAS = 1 << 22  # vm.max_map_count is 65530 by default; 4 M is far above any real process
-MAPLE_NODE_MASK = 255
-MAPLE_TYPE_SHIFT, MAPLE_TYPE_MASK = 3, 0xF
-MAPLE_HEIGHT_MAX = 31
-ULONG_MAX = (1 << 64) - 1
 VM_READ, VM_WRITE, VM_EXEC, VM_MAYSHARE = 0x1, 0x2, 0x4, 0x80
 KINDS = ["file", "shmem", "anon", "heap", "stack", "special"]
 COLUMNS = ["pid", "comm", "start", "end", "perms", "flags", "offset", "dev", "inode", "path",
            "kind", "address"]
-
-
-class _Maple:
-    """Node layouts of the maple tree (struct maple_range_64 / maple_arange_64)."""
-
-    def __init__(self, k: "Kernel") -> None:
-        types = {e.name: e.value for e in k.type("enum maple_type").strip().enumerators}
-        self.leaf_type = types["maple_leaf_64"]
-        self.kinds: dict[int, tuple[int, int, int]] = {}  # type -> (pivots off, n pivots, slots off)
-        for name, struct_name in (("maple_leaf_64", "struct maple_range_64"),
-                                  ("maple_range_64", "struct maple_range_64"),
-                                  ("maple_arange_64", "struct maple_arange_64")):
-            t = k.type(struct_name)
-            n = t.member("pivot").type.strip().length
-            self.kinds[types[name]] = (t.offsetof("pivot"), n, t.offsetof("slot"))
-        self.node_size = k.type("struct maple_node").size or 256
-
-
-def _maple_entries(k: "Kernel", root: int, m: _Maple, gaps: Gaps, limit: int) -> Iterator[tuple[int, int, int]]:
-    """(first, last, entry) of every non-NULL entry of a maple tree, in index order."""
-    if not root:
-        return
-    if root & 3 != 2 or root <= 4096:  # a single entry at index 0 (not a node)
-        yield 0, 0, root
-        return
-    stack = [(root, 0, ULONG_MAX, 0)]
-    seen: set[int] = set()
-    found = 0
-    while stack:
-        enode, lo, hi, depth = stack.pop()
-        node = enode & ~MAPLE_NODE_MASK
-        mtype = (enode >> MAPLE_TYPE_SHIFT) & MAPLE_TYPE_MASK
-        if node in seen or depth > MAPLE_HEIGHT_MAX or mtype not in m.kinds:
-            gaps.note(f"maple node {enode:#x}: cycle, too deep or unknown type {mtype}", node)
-            continue
-        seen.add(node)
-        data = read_or_none(k, node, m.node_size, gaps, "maple node")
-        if data is None:
-            continue
-        piv_off, npiv, slot_off = m.kinds[mtype]
-        pivots = struct.unpack_from(f"<{npiv}Q", data, piv_off)
-        slots = struct.unpack_from(f"<{npiv + 1}Q", data, slot_off)
-        children = []
-        first = lo
-        for i, slot in enumerate(slots):
-            last = pivots[i] if i < npiv else hi
-            if i and last == 0 or last < first:  # past the node's data end
-                break
-            last = min(last, hi)
-            if slot:
-                if mtype == m.leaf_type:
-                    found += 1
-                    if found > limit:
-                        gaps.note(f"maple tree at {root:#x}: more than {limit} entries", node)
-                        return
-                    yield first, last, slot
-                else:
-                    children.append((slot, first, last, depth + 1))
-            if last >= hi:
-                break
-            first = last + 1
-        stack.extend(reversed(children))
 
 
 class _VmaReader:
@@ -118,7 +53,7 @@ class _VmaReader:
         fields = ["vm_start", "vm_end", "vm_flags", "vm_pgoff", "vm_file", "vm_ops", "vm_private_data"]
         fields += (["anon_name"] if self.anon_name else []) + ([] if self.maple else ["vm_next"])
         self.vma = k.layout(v, fields)
-        self.tree = _Maple(k) if self.maple else None
+        self.tree = MapleTree(k) if self.maple else None
         self.ops_name_off = k.type("struct vm_operations_struct").offsetof("name")
         self.special_name_off = k.type("struct vm_special_mapping").offsetof("name")
         self.anon_name_off = k.type("struct anon_vma_name").offsetof("name") if self.anon_name else 0
@@ -133,7 +68,7 @@ class _VmaReader:
         limit = bounds.count(head[0], "mm_struct.map_count", MAX_VMAS)
         rows = []
         if self.tree is not None:
-            for first, last, vma in _maple_entries(self.k, head[4], self.tree, self.gaps, limit):
+            for first, last, vma in maple_entries(self.k, head[4], self.tree, self.gaps, limit):
                 row = self._vma(vma)
                 if row is not None and (row[0], row[1] - 1) != (first, last):
                     self.gaps.note(f"vma {vma:#x} covers {row[0]:#x}-{row[1]:#x} but the maple tree "
