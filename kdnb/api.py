@@ -230,6 +230,22 @@ class Dump:
 
         return self._provenance(timers_frame(self))
 
+    @cached_property
+    def block(self) -> pd.DataFrame:
+        """Disks and partitions (crash `dev -d`, /proc/partitions): name, dev, major, minor,
+        partno, start_sect, sectors, bytes, openers, disk, queue, address; see kdnb.views.block."""
+        from .views.block import block_frame
+
+        return self._provenance(block_frame(self))
+
+    @cached_property
+    def net(self) -> pd.DataFrame:
+        """Network interfaces of every namespace (crash `net`): netns, name, ifindex, flags,
+        flag_names, mtu, operstate, mac, ipv4, address; see kdnb.views.net."""
+        from .views.net import net_frame
+
+        return self._provenance(net_frame(self))
+
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""

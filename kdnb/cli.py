@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate_cli.add_subparser(sub)
     readiness_cli.add_subparser(sub)
     lab_cli.add_subparser(sub)
+    from .views import system_cli
+    system_cli.add_subparser(sub)
     why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
     why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     why.add_argument("--json", action="store_true", help="machine-readable output")

@@ -251,3 +251,36 @@ def test_timers(where) -> None:
     hr = t[t["kind"] == "hrtimer"]
     assert (hr.groupby("cpu")["expires_in"].min().abs() < pd.Timedelta(seconds=10)).all()
     assert t["expires_in"].notna().all() and "incomplete" not in t.attrs["kdnb"]
+
+
+@pytest.mark.parametrize("where", folders())
+def test_block_and_net(where) -> None:
+    folder = resolve(where)
+    d = dump_of(folder)
+    blk = d.block
+    assert list(blk.columns)[:3] == ["name", "dev", "major"] and "incomplete" not in blk.attrs["kdnb"]
+    vda = blk[blk["name"] == "vda"]
+    if "5.10" not in d.vmcoreinfo["OSRELEASE"]:  # 5.10 has bdevs only for open devices
+        assert len(vda) == 1 and vda["major"].iloc[0] == 254 and vda["sectors"].iloc[0] > 0
+        assert {"loop0", "vda"} <= set(blk["name"])
+    net = d.net
+    lo = net[net["name"] == "lo"]
+    assert len(lo) == 1 and lo["ifindex"].iloc[0] == 1 and "LOOPBACK" in lo["flag_names"].iloc[0]
+    assert lo["mac"].iloc[0] == "00:00:00:00:00:00" and lo["mtu"].iloc[0] == 65536
+
+
+def test_cli_commands(capsys) -> None:
+    from kdnb.cli import main
+
+    sample = str(sorted((DATA / "k6.1-oops").glob("vmcore.*"))[0])
+    pid = workload(DATA / "k6.1-oops")["kdnb_fifo_rd"]
+    for argv, want in ((["kmem", "-i", sample], "MemTotal"), (["kmem", "-z", sample], "DMA32"),
+                       (["kmem", "-f", sample], "free_blocks"), (["vm", str(pid), sample], "[stack]"),
+                       (["files", str(pid), sample], "/dev/console"), (["dev", sample], "vda"),
+                       (["net", sample], "LOOPBACK"), (["irq", sample], "timer"),
+                       (["irq", "-s", sample], "TIMER"), (["timer", sample], "hrtimer"),
+                       (["sysctl", sample], "kernel.panic_on_oops")):
+        assert main(argv) == 0, argv
+        assert want in capsys.readouterr().out, argv
+    assert main(["vm", "999999", sample]) == 3
+    assert "no task with pid 999999" in capsys.readouterr().err
