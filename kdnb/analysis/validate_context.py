@@ -109,6 +109,18 @@ class Context:
                     self._kernel_error = str(exc)
         return self._kernel
 
+    def adopt_discovered(self) -> bool:
+        """With no VMCOREINFO note but the kernel located from the CPUs' CR3 (tier 3), check
+        against what was found (its synthetic VMCOREINFO, printk entries from BTF)."""
+        k = self.kernel()
+        if k is None or "KDNB(discovered)" not in k.vmcoreinfo:
+            return False
+        try:
+            self.vmci = dict(k.log_vmcoreinfo())
+        except KdnbError:
+            self.vmci = dict(k.vmcoreinfo)
+        return True
+
     @property
     def kernel_error(self) -> str | None:
         """Why the kernel layer is unavailable (None when it is, or was not tried)."""

@@ -27,7 +27,7 @@ LIST_MEMBERS = ("tasks", "children", "list")
 
 def check_kernel_page_tables(ctx: Context) -> Check:
     """The page tables from VMCOREINFO translate the kernel text."""
-    if not ctx.vmci:
+    if not ctx.vmci and not ctx.adopt_discovered():
         return Check("kernel.page_tables", "kernel", "skip", "no VMCOREINFO to find page tables")
     pt = ctx.pagetable()
     if pt is None:
@@ -67,7 +67,8 @@ def check_kernel_page_tables(ctx: Context) -> Check:
 
 
 def check_symbols_kallsyms(ctx: Context) -> Check:
-    """kallsyms decodes and agrees with VMCOREINFO's _stext."""
+    """kallsyms decodes, and which tier found it: VMCOREINFO's tables (1), a scan of the image
+    (2), or with no VMCOREINFO the image located from CR3 (3); verified against _stext & co."""
     k = ctx.kernel()
     if k is None:
         if not ctx.vmci:
@@ -76,20 +77,23 @@ def check_symbols_kallsyms(ctx: Context) -> Check:
                      f"kernel symbols could not be decoded: {ctx.kernel_error or ''}",
                      "no symbols: no backtraces with names, no tasks/slab/modules views "
                      "(pass vmlinux= or system_map=)", {})
-    table = getattr(k, "_table", None)
-    n = len(table) if table is not None else None
-    ev = {"symbols": n}
     try:
         stext = k.symbol("_stext")
-        ok = f"{stext:#x}" == f"{int(ctx.vmci.get('SYMBOL(_stext)', '0'), 16):#x}"
-    except (KdnbError, ValueError):
-        ok = False
-    if not ok:
+    except KdnbError as exc:
+        return Check("symbols.kallsyms", "symbols", "fail", f"kernel symbols could not be decoded: {exc}",
+                     "no symbols: no backtraces with names, no tasks/slab/modules views", {})
+    source = dict(k.symbol_source)
+    ev = {"symbols": len(k._table), "tier": source.get("tier"), "method": source.get("method"),
+          "encoding": source.get("encoding"), "verified": source.get("verified")}
+    want = k.vmcoreinfo.get("SYMBOL(_stext)")
+    if want is not None and f"{stext:#x}" != f"{int(want, 16):#x}":
         return Check("symbols.kallsyms", "symbols", "fail",
-                     f"kallsyms decoded ({n} symbols) but _stext does not match VMCOREINFO",
+                     f"kallsyms decoded ({ev['symbols']} symbols) but _stext does not match VMCOREINFO",
                      "symbol addresses may be wrong", ev)
+    how = f"tier {source.get('tier')}: {source.get('method')}" if source.get("tier") else source.get("method", "")
     return Check("symbols.kallsyms", "symbols", "pass",
-                 f"kallsyms decoded: {n} symbols, _stext matches VMCOREINFO", "", ev)
+                 f"kallsyms decoded: {ev['symbols']} symbols ({how}; verified: "
+                 f"{', '.join(source.get('verified') or [])})", "", ev)
 
 
 def check_symbols_btf(ctx: Context) -> Check:
@@ -195,7 +199,7 @@ def _read_log(ctx: Context) -> tuple[pd.DataFrame, list[str]]:
 
 def check_log_printk(ctx: Context) -> Check:
     """The printk ring buffer reads, with real text in its records."""
-    if not ctx.vmci:
+    if not ctx.vmci and not ctx.adopt_discovered():
         return Check("log.printk", "log", "skip", "no VMCOREINFO: the ring buffer is not located")
     try:
         log, problems = _read_log(ctx)

@@ -64,6 +64,12 @@ def check_metadata_vmcoreinfo(ctx: Context) -> Check:
         qemu = ctx.header.get("qemu")
         detail = "no VMCOREINFO" + (" (a QEMU dump taken without -device vmcoreinfo)"
                                     if qemu else "")
+        if ctx.adopt_discovered():
+            return Check("metadata.vmcoreinfo", "metadata", "warn",
+                         f"{detail}; the kernel ({ctx.vmci.get('OSRELEASE')}) was located from the "
+                         "CPUs' CR3 instead (tier 3)",
+                         "no crash time and no dump-level facts; offsets come from the kernel's BTF",
+                         {"keys": 0, "discovered": True})
         return Check("metadata.vmcoreinfo", "metadata", "fail", detail,
                      "kernel memory cannot be located: no address translation, symbols, "
                      "log or kernel views", {"keys": 0}, blocking=True)
@@ -113,9 +119,14 @@ def check_metadata_qemu_vmcoreinfo(ctx: Context) -> Check:
     if not ctx.header.get("qemu"):
         return Check("metadata.qemu_vmcoreinfo", "metadata", "pass",
                      "not a QEMU dump-guest-memory file")
-    if ctx.vmci:
+    if ctx.reader.vmcoreinfo:
         return Check("metadata.qemu_vmcoreinfo", "metadata", "pass",
                      "QEMU dump with the guest's VMCOREINFO (-device vmcoreinfo was present)")
+    if ctx.adopt_discovered():
+        return Check("metadata.qemu_vmcoreinfo", "metadata", "warn",
+                     "QEMU dump without VMCOREINFO (no -device vmcoreinfo); kdnb located the kernel "
+                     "from CR3", "add `-device vmcoreinfo` (and load qemu_fw_cfg in the guest) for "
+                     "complete metadata next time", {})
     return Check("metadata.qemu_vmcoreinfo", "metadata", "fail",
                  "QEMU dump without VMCOREINFO: the VM ran without `-device vmcoreinfo` "
                  "(or the guest did not load qemu_fw_cfg), so QEMU had no VMCOREINFO to write",

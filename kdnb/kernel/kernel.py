@@ -150,8 +150,16 @@ class Kernel:
         except (KdnbError, KeyError, ValueError, UnicodeDecodeError):
             self._cached = {}  # not this kernel after all: decode afresh
             return None
-        self._note_source(tier, tables, encoding, verified, cached=True)
-        return kallsyms.RawSymbols(names, addresses, types, encoding, verified)
+        raw = kallsyms.RawSymbols(names, addresses, types, encoding, verified)
+        if tier == 3:  # re-check what the discovery verified besides _stext
+            from .discover import banner_check
+            extra = banner_check(self.read, self.release)(raw)
+            if extra is None:
+                self._cached = {}
+                return None
+            raw.verified = (*verified, extra)
+        self._note_source(tier, tables, encoding, raw.verified, cached=True)
+        return raw
 
     def _decode_kallsyms(self) -> kallsyms.RawSymbols:
         """Tier 1: the tables VMCOREINFO names; tier 2: a scan of the kernel image."""
