@@ -267,9 +267,7 @@ def test_corpus_truncated(tmp_path: Path, oops_bytes: bytes, oops_layout: dict, 
     ("header_max_mapnr", "format.header", "degraded"),
     ("header_phys_base", "format.header", "degraded"),
     ("header_incomplete_flag", "file.incomplete", "degraded"),
-    # registers garbled: the unwinder asks SymbolTable.lookup for -1, which raises (issue 13)
-    pytest.param("note_descsz", "metadata.notes", "degraded", marks=pytest.mark.xfail(
-        raises=OverflowError, strict=False, reason="SymbolTable.lookup(-1) raises OverflowError")),
+    ("note_descsz", "metadata.notes", "degraded"),
     ("note_crash_rip", "metadata.crash_registers", "degraded"),
     ("vmcoreinfo_init_top_pgt", "kernel.page_tables", "unusable"),
     ("desc_offset", "format.descriptors", "degraded"),

@@ -86,21 +86,23 @@ def check_kernel_cpus(ctx: Context) -> Check:
     k = ctx.kernel()
     if k is None:
         return ctx.kernel_skip("kernel.cpus", "the CPUs the views read")
+    noted = sorted(int(c) for c in ctx.cpus()["cpu"].dropna())
+    try:
+        nr = k.nr_cpu_ids
+    except KdnbError as exc:
+        return Check("kernel.cpus", "kernel", "fail", f"nr_cpu_ids is unusable: {exc}",
+                     "no per-CPU data: runqueues, idle and running tasks, per-CPU slab counts",
+                     {"cpus_with_registers": noted})
     f = ctx.view("tasks")
     if f.error is not None:
         return Check("kernel.cpus", "kernel", "skip",
                      f"the CPUs were not checked: the tasks view failed ({f.error})")
     seen = [int(c) for c in f.walk.get("cpus", [])]
-    noted = sorted(int(c) for c in ctx.cpus()["cpu"].dropna())
-    try:
-        nr = k.nr_cpu_ids
-    except KdnbError:
-        nr = None
     ev = {"nr_cpu_ids": nr, "cpus_read": seen, "cpus_with_registers": noted}
     unread = [c for c in noted if c not in seen
               and not any(f"runqueue of cpu {c} " in p for p in f.missing)]
     wrong = []
-    if nr is not None and nr < max(len(noted), 1):
+    if nr < max(len(noted), 1):
         wrong.append(f"nr_cpu_ids is {nr}, but the dump holds registers of {len(noted)} CPU(s)")
     if unread:
         wrong.append(f"the views read the runqueues of CPU(s) {seen or 'none'} (from nr_cpu_ids "
