@@ -62,10 +62,11 @@ def _contains(s: pd.Series, needle: str, regex: bool) -> pd.Series:
     s = s.astype(object).fillna("").astype(str)
     if not regex:
         return s.str.contains(needle, case=False, regex=False)
-    try:
-        return s.str.contains(needle, case=False, regex=True)
+    try:  # an invalid pattern is a substring (checked here: pyarrow-backed strings raise their own error)
+        re.compile(needle)
     except re.error:
         return s.str.contains(needle, case=False, regex=False)
+    return s.str.contains(needle, case=False, regex=True)
 
 
 @dataclass
