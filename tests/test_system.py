@@ -168,7 +168,7 @@ def test_vmas_of_the_workload(where) -> None:
     folder = resolve(where)
     d = dump_of(folder)
     for comm in present(d, folder):
-        vm = quiet(lambda: d.vmas(workload(folder)[comm]))
+        vm = quiet(lambda c=comm: d.vmas(workload(folder)[c]))
         assert (vm["comm"] == comm).all() and (vm["start"] < vm["end"]).all()
         assert (vm["start"].iloc[1:].to_numpy() >= vm["end"].iloc[:-1].to_numpy()).all()
         if "degraded" in folder.name and "incomplete" in vm.attrs["kdnb"]:
@@ -193,7 +193,7 @@ def test_files_of_the_workload(where) -> None:
     folder = resolve(where)
     d = dump_of(folder)
     for comm in present(d, folder):
-        f = quiet(lambda: d.files(workload(folder)[comm]))
+        f = quiet(lambda c=comm: d.files(workload(folder)[c]))
         if "degraded" in folder.name and "incomplete" in f.attrs["kdnb"]:
             continue
         by_fd = f.set_index("fd")

@@ -15,7 +15,7 @@ User pages are not needed (the VMAs, files and dentries are kernel objects), so 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
