@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 
 from ..errors import KdnbError
+from ..views.meminfo import RAM_ROWS
 from .checks import Check
 from .validate_context import Context
 from .validate_gaps import MAX_SHOWN, ViewFindings
-from ..views.meminfo import RAM_ROWS
 
 MAX_TASKS_PLAUSIBLE = 1 << 22  # PID_MAX_LIMIT
 
