@@ -266,6 +266,14 @@ class Dump:
 
         return self._provenance(panic_backtrace_frame(self))
 
+    @cached_property
+    def stacks(self) -> pd.DataFrame:
+        """Every task's stack grouped by identical call chain (crash `foreach bt`): count, top,
+        frames, states, pids, comms, cpus, functions, chain, complete; see kdnb.views.stacks."""
+        from .views.stacks import stacks_frame
+
+        return self._provenance(stacks_frame(self))
+
     # -- analysis -------------------------------------------------------------------------
     def validate(self) -> "Validation":
         """Is this capture complete and usable? Checks and a verdict (see kdnb.analysis.validate)."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 LIVE_OBJECTS = 16
 #: Objects the slab-leak scenario leaks from "kdnb_obj" before the sysrq crash.
 LEAKED_OBJECTS = 2000
+#: Sleeping processes the crowd scenario starts before its sysrq crash.
+CROWD_TASKS = 5000
 
 SYSRQ_PANIC = "Kernel panic - not syncing: sysrq triggered crash"
 HUNG_PANIC = "Kernel panic - not syncing: hung_task: blocked tasks"
@@ -108,6 +110,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              module_params={"leak": str(LEAKED_OBJECTS)},
              steps=("kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'",),
              leaked_objects=LEAKED_OBJECTS),
+    Scenario("crowd", f"{CROWD_TASKS} sleeping processes, then a sysrq crash (a big task list for "
+             "the stack benchmarks)",
+             f"{CROWD_TASKS} x sleep; echo c > /proc/sysrq-trigger", SYSRQ_PANIC, "kdnb_trigger",
+             sysctls={"kernel.sysrq": "1"},
+             steps=(f"i=0; while [ $i -lt {CROWD_TASKS} ]; do sleep 86400 & i=$((i+1)); done",
+                    "kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'")),
     Scenario("idle", "no crash: QEMU's dump-guest-memory of the running guest (with "
              "--no-vmcoreinfo: no VMCOREINFO note in the dump)",
              "QMP dump-guest-memory (paging off) of the running guest", "", None,

@@ -1,0 +1,104 @@
+"""`Dump.stacks`: every task's stack, grouped by identical call chain (crash `foreach bt`,
+corelens `bt`, de-duplicated).
+
+One row per distinct kernel call chain, most common first:
+
+| column | dtype | meaning |
+|---|---|---|
+| `count` | Int32 | tasks (and CPUs) with this chain |
+| `top` | string | the innermost function that is not the scheduler itself (`pipe_read`, `do_nanosleep`) |
+| `frames` | Int16 | frames in the chain |
+| `states` | object | list: each member's /proc state letter, parallel to `pids` |
+| `pids` | object | list of pids (Int), in task order |
+| `comms` | object | list of comms, parallel to `pids` |
+| `cpus` | object | list: the CPU a member was running on, None for a sleeping task |
+| `functions` | object | list of function names, innermost first |
+| `chain` | string | the frames as the kernel prints them, one per line |
+| `complete` | bool | every member's walk reached user mode or the end of the stack |
+| `stop_reason` | string | why the first member's walk ended |
+
+Two stacks are the same chain when they have the same kernel pcs frame by frame; the user-mode
+frame (where each process entered the kernel) is not part of the key. A task running on a CPU
+has that CPU's stack. The stacks come from the shared walk (`collect_stacks`), so `d.stacks` after
+`d.backtraces(states="all")` unwinds nothing again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .stackwalk import Stack, StackContext, collect_stacks, context
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api import Dump
+
+COLUMNS = ["count", "top", "frames", "states", "pids", "comms", "cpus", "functions", "chain",
+           "complete", "stop_reason"]
+#: The scheduler's own frames: a sleeping task's `top` is the first frame after these.
+SCHEDULER = ("__schedule", "schedule", "context_switch", "__switch_to", "__switch_to_asm",
+             "schedule_timeout", "schedule_hrtimeout_range", "schedule_hrtimeout_range_clock",
+             "schedule_preempt_disabled", "io_schedule", "io_schedule_timeout", "__schedule_loop",
+             "preempt_schedule", "preempt_schedule_common", "preempt_schedule_irq",
+             "schedule_idle", "__cond_resched", "_cond_resched")
+
+
+def chain_key(st: Stack) -> tuple[int, ...]:
+    """The grouping key of a stack: its kernel pcs (0 stands for the user-mode frame)."""
+    return tuple(0 if f.kind == "user" else f.pc for f in st.bt.frames)
+
+
+def _describe(ctx: StackContext, st: Stack) -> tuple[str | None, list[str], str]:
+    """(top, function names, chain text) of one representative stack."""
+    names: list[str] = []
+    lines: list[str] = []
+    for f in st.bt.frames:
+        function, _offset, _module, text = ctx.symbolize(f.pc, f.exact, f.kind == "user")
+        if f.kind == "user":
+            names.append("(user)")
+            lines.append("(user mode)")
+            continue
+        names.append(function if isinstance(function, str) else text)
+        lines.append(text if f.kind == "normal" else f"{text} <{f.kind}>")
+    top = next((n for n in names if n not in SCHEDULER and n != "(user)"), names[0] if names else None)
+    return top, names, "\n".join(lines)
+
+
+def stacks_frame(dump: "Dump") -> pd.DataFrame:
+    """Every task's stack (and each CPU's), grouped by identical call chain."""
+    ctx = context(dump)
+    groups: dict[tuple[int, ...], list[Stack]] = {}
+    for st in collect_stacks(dump, states="all", cpus="all"):
+        groups.setdefault(chain_key(st), []).append(st)
+    out: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+    for members in sorted(groups.values(), key=lambda m: (-len(m), _first_pid(m))):
+        top, names, text = _describe(ctx, members[0])
+        out["count"].append(len(members))
+        out["top"].append(top)
+        out["frames"].append(len(names))
+        out["states"].append([m.state for m in members])
+        out["pids"].append([m.pid for m in members])
+        out["comms"].append([m.comm for m in members])
+        out["cpus"].append([m.cpu for m in members])
+        out["functions"].append(names)
+        out["chain"].append(text)
+        out["complete"].append(all(m.bt.complete for m in members))
+        out["stop_reason"].append(members[0].bt.reason)
+    df = pd.DataFrame({
+        "count": pd.array(out["count"], dtype="Int32"),
+        "top": pd.array(out["top"], dtype="string"),
+        "frames": pd.array(out["frames"], dtype="Int16"),
+        **{c: pd.Series(out[c], dtype=object) for c in ("states", "pids", "comms", "cpus", "functions")},
+        "chain": pd.array(out["chain"], dtype="string"),
+        "complete": np.array(out["complete"], dtype=bool),
+        "stop_reason": pd.array(out["stop_reason"], dtype="string"),
+    }, columns=COLUMNS)
+    df.attrs["kdnb"] = {"stacks": sum(out["count"]), "chains": len(df)}
+    return df
+
+
+def _first_pid(members: list[Stack]) -> int:
+    pids = [m.pid for m in members if m.pid is not None]
+    return min(pids) if pids else -1
