@@ -230,11 +230,12 @@ class Unwinder:
               task_first: bool = False) -> Backtrace:
         """Step until the end; `stacks[0]` is the task's stack when `task_first`."""
         bt = Backtrace([first])
+        stack = _which_stack(state.sp, stacks)
         while True:
             if len(bt.frames) >= self.max_frames:
                 bt.reason = f"stopped after {self.max_frames} frames"
                 return bt
-            prev_sp, prev_stack = state.sp, _which_stack(state.sp, stacks)
+            prev_sp, prev_stack = state.sp, stack
             try:
                 frame = self._step(state)
             except _Stop as stop:
@@ -274,7 +275,6 @@ class Unwinder:
 
     def _apply(self, state: _State, orc: OrcEntry, method: str) -> Frame:
         mem = self.mem
-        where = self._name(state.ip)
         sp_reg = orc.sp_reg
         if sp_reg == REG_SP:
             sp = state.sp + orc.sp_offset
@@ -288,10 +288,10 @@ class Unwinder:
             name = {REG_R10: "r10", REG_R13: "r13", REG_DI: "di", REG_DX: "dx"}[sp_reg]
             value = _get_reg(state, name)
             if value is None:
-                raise _Stop(f"ORC at {where} needs register {name}, which is not saved")
+                raise _Stop(f"ORC at {self._name(state.ip)} needs register {name}, which is not saved")
             sp = value
         else:
-            raise _Stop(f"ORC at {where}: unknown sp base register {sp_reg}")
+            raise _Stop(f"ORC at {self._name(state.ip)}: unknown sp base register {sp_reg}")
         sp &= 0xFFFFFFFFFFFFFFFF
         kind = "normal"
         new_signal = orc.signal
@@ -317,7 +317,7 @@ class Unwinder:
             kind = "user" if regs.user_mode else classify_entry(self._func_name(state.ip))
             exact = True
         else:
-            raise _Stop(f"ORC at {where}: unknown entry type {orc.type}")
+            raise _Stop(f"ORC at {self._name(state.ip)}: unknown entry type {orc.type}")
         # the caller's bp
         bp_reg = orc.bp_reg
         if bp_reg == REG_UNDEFINED:
@@ -328,9 +328,9 @@ class Unwinder:
         elif bp_reg == REG_BP:
             new_bp = mem.u64(state.bp + orc.bp_offset)
         else:
-            raise _Stop(f"ORC at {where}: unknown bp base register {bp_reg}")
+            raise _Stop(f"ORC at {self._name(state.ip)}: unknown bp base register {bp_reg}")
         if kind != "user" and ip < KERNEL_TEXT:
-            raise _Stop(f"return address {ip:#x} above {where} is not kernel text")
+            raise _Stop(f"return address {ip:#x} above {self._name(state.ip)} is not kernel text")
         state.ip, state.sp, state.bp, state.signal = ip, new_sp, new_bp, new_signal
         return Frame(ip, new_sp, kind, exact, "regs" if orc.type != TYPE_CALL else method,
                      method == "orc")
@@ -370,7 +370,7 @@ class Unwinder:
                 state.ip, state.sp, state.bp, state.signal = ret, slot + 8, bp, False
                 state.regs = state.prev_regs = None
                 return Frame(ret, slot + 8, "normal", False, "scan", False)
-        raise _Stop(f"{what} for {where}; no frame-pointer or call-site fallback found")
+        raise _Stop(f"{what} for {self._name(state.ip)}; no frame-pointer or call-site fallback found")
 
     def _scan(self, sp: int, target: int) -> tuple[int, int] | None:
         end = sp + 8 * SCAN_SLOTS

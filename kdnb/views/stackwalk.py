@@ -85,7 +85,7 @@ class StackContext:
         self.unwinder = Unwinder(memo, orc=_MemoOrc(orc))
         self.unwinder.problems += problems
         self._sym: dict[Any, Any] = {}  # pc (exact) / -pc (return address) -> symbol columns
-        self._offsets: tuple[int, int] | None = None
+        self._sp_off: int | None = None
         self.task_stacks: dict[int, Backtrace] = {}  # task address -> its saved-context stack
         self.stack_base: dict[int, int] = {}  # task address -> task->stack
         self.cpu_stacks: dict[int, tuple[Backtrace, int | None]] = {}
@@ -114,15 +114,16 @@ class StackContext:
         return out
 
     def task_context(self, address: int) -> tuple[int, int]:
-        """(thread.sp, stack) of a task_struct: two longs, not the whole struct."""
-        if self._offsets is None:
-            t = self.kernel.type("struct task_struct")
-            self._offsets = (t.offsetof("thread.sp"), t.offsetof("stack"))
-        sp_off, stack_off = self._offsets
-        mem = self.unwinder.mem
-        stack = mem.u64(address + stack_off)
+        """(thread.sp, stack) of a task_struct. Only thread.sp is read: kernel stacks are
+        THREAD_SIZE-aligned (vmalloc'ed with THREAD_ALIGN, or a naturally aligned page block),
+        so the base is thread.sp rounded down, and the page holding `task->stack` (which the
+        tasks view read long ago, and the page cache may have dropped) is not read again."""
+        if self._sp_off is None:
+            self._sp_off = self.kernel.type("struct task_struct").offsetof("thread.sp")
+        thread_sp = self.unwinder.mem.u64(address + self._sp_off)
+        stack = thread_sp & ~(self.unwinder.thread_size - 1)
         self.stack_base[address] = stack
-        return mem.u64(address + sp_off), stack
+        return thread_sp, stack
 
     def task_stack(self, address: int) -> Backtrace:
         """The stack of a task that is not running (its saved context), unwound once."""
