@@ -246,6 +246,23 @@ class Dump:
 
         return self._provenance(net_frame(self))
 
+    @cached_property
+    def mounts(self) -> pd.DataFrame:
+        """Mounted filesystems and their superblocks' freeze state (crash `mount`): mnt_id, path,
+        device, fstype, frozen, frozen_by, read_only, s_id, dev, superblock, address; see
+        kdnb.views.mounts."""
+        from .views.mounts import mounts_frame
+
+        return self._provenance(mounts_frame(self))
+
+    @cached_property
+    def runq(self) -> pd.DataFrame:
+        """Each CPU's run queue (crash `runq`): cpu, sched_class, current, pid, comm, state,
+        prio, waited, nr_running, address; see kdnb.views.runq."""
+        from .views.runq import runq_frame
+
+        return self._provenance(runq_frame(self))
+
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""
