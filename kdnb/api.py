@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis.rootcause import RootCause
     from .analysis.validate import Validation
     from .kernel.kernel import Kernel
+    from .process.core import Core
+    from .process.images import Binaries
 
 
 class Dump:
@@ -263,6 +265,23 @@ class Dump:
 
         return self._provenance(runq_frame(self))
 
+    @cached_property
+    def locks(self) -> pd.DataFrame:
+        """What blocked tasks wait on, one row per waiter (corelens `lock`): kind, address,
+        belongs_to, owner_pid, owner_comm, owner_state, detail, pid, comm, state, waited,
+        function, task, owner; see kdnb.views.locks (wait_for_edges / wait_for_cycles)."""
+        from .views.locks import locks_frame
+
+        return self._provenance(locks_frame(self))
+
+    @cached_property
+    def workqueues(self) -> pd.DataFrame:
+        """Work items of every worker pool (corelens `wq`): pool, cpu, status, workqueue,
+        function, work, pid, comm, stalled, worker; see kdnb.views.workqueue."""
+        from .views.workqueue import workqueues_frame
+
+        return self._provenance(workqueues_frame(self))
+
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""
@@ -361,6 +380,15 @@ def open(  # noqa: A001 - the public name is kdnb.open
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     vmlinux: str | os.PathLike | None = None,
     system_map: str | os.PathLike | None = None,
-) -> Dump:
-    """Open a crash dump (one file, or the parts of a split dump)."""
+    binaries: "Binaries" = None,
+) -> "Dump | Core":
+    """Open a crash dump (one file, or the parts of a split dump), or a userspace process
+    core (told apart by its contents; plain or zstd/xz/lz4/gzip-compressed), which gives a
+    `kdnb.process.Core`; `binaries` (files or folders) helps it find the mapped ELF files."""
+    from .process.source import looks_like_process_core
+
+    if isinstance(paths, (str, os.PathLike)) and looks_like_process_core(os.fspath(paths)):
+        from .process.core import Core
+
+        return Core(paths, binaries=binaries)
     return Dump(paths, vmlinux=vmlinux, system_map=system_map)
