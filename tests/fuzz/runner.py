@@ -27,7 +27,8 @@ BAD = ("untyped", "hang", "oom", "crash")
 STEPS = ("open", "cpus", "segments", "log", "tasks", "slab", "modules", "sys", "meminfo", "backtraces",
          "validate", "root_cause")
 KDNB_DIR = os.path.dirname(os.path.abspath(kdnb.__file__))
-PRIMITIVES = ("kdnb/dump/", "kdnb/errors.py", "kdnb/bounds.py", "kdnb/kernel/pagetable.py")
+PRIMITIVES = ("kdnb/dump/", "kdnb/errors.py", "kdnb/bounds.py", "kdnb/kernel/pagetable.py",
+              "kdnb/kernel/kernel.py:read")  # Kernel.read*, the virtual-memory reads
 MEMORY_LIMIT = 2 << 30  # address space a case may add to what the child starts with
 _FAULT_FRAME = re.compile(r'File "([^"]+)", line (\d+) in (\S+)')
 
