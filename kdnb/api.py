@@ -282,6 +282,15 @@ class Dump:
 
         return self._provenance(workqueues_frame(self))
 
+    @cached_property
+    def cpu_state(self) -> pd.DataFrame:
+        """What each CPU was doing at the crash: cpu, panic, pid, comm, state, idle, context
+        (task, bh-off, softirq, irq, nmi), preempt_count, running_for, function, interrupted;
+        see kdnb.views.cpu."""
+        from .views.cpu import cpu_state_frame
+
+        return self._provenance(cpu_state_frame(self))
+
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""

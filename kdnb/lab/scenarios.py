@@ -92,6 +92,29 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              steps=("kdnb_as kdnb_holder 1 -- 'echo hold > /proc/kdnb_crash' &", "sleep 1",
                     "kdnb_as kdnb_waiter 0 -- 'echo wait > /proc/kdnb_crash' &"),
              blocked=("kdnb_waiter",)),
+    Scenario("deadlock", "two tasks take kdnb_lock_a and kdnb_lock_b in opposite order (ABBA) "
+             "until hung_task_panic",
+             "kdnb_abba_a: echo abba-a > /proc/kdnb_crash on CPU 0; kdnb_abba_b: echo abba-b > "
+             "/proc/kdnb_crash on CPU 1 (sysctl: hung_task_panic=1, timeout=5s)",
+             HUNG_PANIC, "khungtaskd", sysctls=HUNG_SYSCTLS, module=True,
+             steps=("kdnb_as kdnb_abba_a 0 -- 'echo abba-a > /proc/kdnb_crash' &",
+                    "kdnb_as kdnb_abba_b 1 -- 'echo abba-b > /proc/kdnb_crash' &"),
+             blocked=("kdnb_abba_a", "kdnb_abba_b")),
+    Scenario("wq-stall", "a work item that never returns while another task flushes it, until "
+             "hung_task_panic",
+             "kdnb_flusher: echo wq-stall > /proc/kdnb_crash (queues kdnb_wq_fn, which sleeps "
+             "forever, and flush_work()s it; sysctl: hung_task_panic=1, timeout=5s)",
+             HUNG_PANIC, "khungtaskd", sysctls=HUNG_SYSCTLS, module=True,
+             steps=("kdnb_as kdnb_flusher 0 -- 'echo wq-stall > /proc/kdnb_crash' &",),
+             blocked=("kdnb_flusher",)),
+    Scenario("rwsem", "a writer blocks behind a reader of kdnb_rwsem that sleeps forever, until "
+             "hung_task_panic",
+             "kdnb_reader: echo rwsem-read > /proc/kdnb_crash on CPU 1; kdnb_writer: echo "
+             "rwsem-write > /proc/kdnb_crash (sysctl: hung_task_panic=1, timeout=5s)",
+             HUNG_PANIC, "khungtaskd", sysctls=HUNG_SYSCTLS, module=True,
+             steps=("kdnb_as kdnb_reader 1 -- 'echo rwsem-read > /proc/kdnb_crash' &", "sleep 1",
+                    "kdnb_as kdnb_writer 0 -- 'echo rwsem-write > /proc/kdnb_crash' &"),
+             blocked=("kdnb_writer",)),
     Scenario("rcu-stall", "a task spins with preemption off on CPU 1, panic_on_rcu_stall=1",
              "echo rcu-stall > /proc/kdnb_crash on CPU 1 (sysctl: panic_on_rcu_stall=1, "
              "rcu_cpu_stall_timeout=3)",

@@ -147,7 +147,9 @@ class _Finder:
         function = None
         if caller is not None:
             f = st.bt.frames[caller]
-            function = self.ctx.symbolize(f.pc, f.exact, False)[3].split("/")[0]
+            text = self.ctx.symbolize(f.pc, f.exact, False)[3]  # func+0x1a/0x40 [mod]
+            name, _, rest = text.partition("/")
+            function = name + rest[rest.find(" "):] if " " in rest else name
         lock = self._lock(st, kind)
         return _Wait(kind, lock, st, function) if lock is not None else None
 

@@ -15,6 +15,14 @@
  *   hung         sleep uninterruptibly forever (hung_task_panic makes it fatal)
  *   hold         take kdnb_lock, then spin forever while holding it (cascade, part 1)
  *   wait         take kdnb_lock: blocks in D state behind "hold" (cascade, part 2)
+ *   abba-a       take kdnb_lock_a, then kdnb_lock_b (deadlock, part 1)
+ *   abba-b       take kdnb_lock_b, then kdnb_lock_a (deadlock, part 2): both block in D state
+ *   wq-stall     queue kdnb_work, whose function sleeps forever, then flush_work() it (D state)
+ *   rwsem-read   take kdnb_rwsem for reading and sleep forever, interruptibly (rwsem, part 1)
+ *   rwsem-write  take kdnb_rwsem for writing: blocks in D state behind the reader (part 2)
+ *
+ * The lock scenarios print the addresses of their locks and who holds what (%px), so the lab's
+ * ground truth can name them.
  *
  * Every object carries magic 0x6b646e62 + index and the tag "kdnb-obj-NNNN" so a dump reader
  * can find and count them.
@@ -32,6 +40,8 @@
 #include <linux/delay.h>
 #include <linux/sched.h>
 #include <linux/string.h>
+#include <linux/rwsem.h>
+#include <linux/workqueue.h>
 
 #define KDNB_MAGIC 0x6b646e62u
 
@@ -58,6 +68,10 @@ static struct kdnb_obj **kdnb_live;
 static int kdnb_nlive;
 static DEFINE_MUTEX(kdnb_lock);
 static DECLARE_COMPLETION(kdnb_never);
+static DEFINE_MUTEX(kdnb_lock_a);
+static DEFINE_MUTEX(kdnb_lock_b);
+static DECLARE_RWSEM(kdnb_rwsem);
+static struct work_struct kdnb_work;
 static int *kdnb_null_ptr;	/* stays NULL; volatile access below defeats the optimiser */
 static unsigned long kdnb_spins;
 
@@ -85,6 +99,29 @@ static void __noreturn kdnb_spin_forever(void)
 		WRITE_ONCE(kdnb_spins, kdnb_spins + 1);
 		cpu_relax();
 	}
+}
+
+static void __noreturn kdnb_sleep_forever(void)
+{
+	for (;;)
+		msleep_interruptible(1000);
+}
+
+static void kdnb_wq_fn(struct work_struct *work)
+{
+	pr_emerg("kdnb_crash: work %px (kdnb_wq_fn) runs in %s[%d] and never returns\n",
+		 work, current->comm, task_pid_nr(current));
+	kdnb_sleep_forever();
+}
+
+static void kdnb_abba(struct mutex *first, const char *first_name, struct mutex *second,
+		      const char *second_name)
+{
+	mutex_lock(first);
+	pr_emerg("kdnb_crash: %s[%d] holds %s (%px) and wants %s (%px)\n", current->comm,
+		 task_pid_nr(current), first_name, first, second_name, second);
+	msleep(1000);
+	mutex_lock(second);
 }
 
 static int kdnb_do(const char *what)
@@ -115,8 +152,30 @@ static int kdnb_do(const char *what)
 				cond_resched();
 		}
 	} else if (!strcmp(what, "wait")) {
+		pr_emerg("kdnb_crash: %s[%d] waits for kdnb_lock (%px)\n", current->comm,
+			 task_pid_nr(current), &kdnb_lock);
 		mutex_lock(&kdnb_lock);
 		mutex_unlock(&kdnb_lock);
+	} else if (!strcmp(what, "abba-a")) {
+		kdnb_abba(&kdnb_lock_a, "kdnb_lock_a", &kdnb_lock_b, "kdnb_lock_b");
+	} else if (!strcmp(what, "abba-b")) {
+		kdnb_abba(&kdnb_lock_b, "kdnb_lock_b", &kdnb_lock_a, "kdnb_lock_a");
+	} else if (!strcmp(what, "wq-stall")) {
+		schedule_work(&kdnb_work);
+		msleep(200);
+		pr_emerg("kdnb_crash: %s[%d] flushes work %px\n", current->comm, task_pid_nr(current),
+			 &kdnb_work);
+		flush_work(&kdnb_work);
+	} else if (!strcmp(what, "rwsem-read")) {
+		down_read(&kdnb_rwsem);
+		pr_emerg("kdnb_crash: %s[%d] holds kdnb_rwsem (%px) for reading and sleeps\n",
+			 current->comm, task_pid_nr(current), &kdnb_rwsem);
+		kdnb_sleep_forever();
+	} else if (!strcmp(what, "rwsem-write")) {
+		pr_emerg("kdnb_crash: %s[%d] wants kdnb_rwsem (%px) for writing\n", current->comm,
+			 task_pid_nr(current), &kdnb_rwsem);
+		down_write(&kdnb_rwsem);
+		up_write(&kdnb_rwsem);
 	} else {
 		return -EINVAL;
 	}
@@ -145,6 +204,7 @@ static int __init kdnb_init(void)
 {
 	int i;
 
+	INIT_WORK(&kdnb_work, kdnb_wq_fn);
 	kdnb_cache = kmem_cache_create("kdnb_obj", sizeof(struct kdnb_obj), 0, 0, kdnb_obj_ctor);
 	if (!kdnb_cache)
 		return -ENOMEM;
