@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis.rootcause import RootCause
     from .analysis.validate import Validation
     from .kernel.kernel import Kernel
+    from .views.whatis import WhatIs
     from .process.core import Core
     from .process.images import Binaries
 
@@ -290,6 +291,14 @@ class Dump:
         from .views.cpu import cpu_state_frame
 
         return self._provenance(cpu_state_frame(self))
+
+    def whatis(self, address: int) -> "WhatIs":
+        """What a kernel address is (crash `kmem ADDR`): symbol, stack, task_struct, slab object
+        (cache, object, free or allocated), page, or address-space region; see
+        kdnb.views.whatis."""
+        from .views.whatis import whatis
+
+        return whatis(self, address)
 
     # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:

@@ -1,0 +1,174 @@
+"""`Dump.whatis(addr)`: what a kernel address is (crash `kmem ADDR`, `sym`): a symbol + offset
+(kernel or module), inside a task's stack or task_struct, a slab object (cache, object start,
+allocated or free), a page of the direct map (its struct page: flags, mapping), or just which
+region of the address space it lies in (vmalloc, vmemmap, module area, kernel text).
+
+Checks run from the most specific to the least; the record says which one matched. A slab
+object counts as free when it is on its slab's freelist (hardened pointers decoded:
+`ptr ^ s->random ^ swab(&ptr)`, 5.7+); objects on a CPU's lockless freelist look allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..errors import KdnbError, TypeNotFound
+from .stackwalk import collect_stacks, context
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api import Dump
+    from ..kernel.kernel import Kernel
+
+PAGE_SHIFT = 12
+KERNEL_TEXT = 0xFFFFFFFF80000000  # __START_KERNEL_map
+MODULES_VADDR, MODULES_END = 0xFFFFFFFFA0000000, 0xFFFFFFFFFF000000
+MAX_FREELIST = 1 << 16
+REGIONS = [  # x86_64 4-level layout (Documentation/arch/x86/x86_64/mm.rst); KASLR moves them
+    ("vmalloc", "vmalloc_base", 1 << 45),
+    ("vmemmap", "vmemmap_base", 1 << 40),
+]
+
+
+@dataclass
+class WhatIs:
+    """The answer for one address; `str()` is the one-paragraph form, `frame()` a one-row frame."""
+
+    address: int
+    kind: str  # symbol, stack, task, slab, page, region, unknown
+    what: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        extra = "".join(f"\n  {k}: {v:#x}" if isinstance(v, int) and k in ("object", "cache", "page", "task")
+                        else f"\n  {k}: {v}" for k, v in self.details.items())
+        return f"{self.address:#x}: {self.kind}: {self.what}{extra}"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"address": self.address, "kind": self.kind, "what": self.what,
+                              **{k: v for k, v in self.details.items()}}])
+
+
+def whatis(dump: "Dump", address: int) -> WhatIs:
+    """Classify one kernel address (see the module docstring)."""
+    if not 0 <= address < 1 << 64:
+        raise KdnbError(f"{address:#x} is not a 64-bit address")
+    for check in (_symbol, _task, _slab_or_page, _region):
+        hit = check(dump, address)
+        if hit is not None:
+            return hit
+    return WhatIs(address, "unknown", "not a kernel address kdnb can place")
+
+
+def _symbol(dump: "Dump", address: int) -> WhatIs | None:
+    k = dump.kernel
+    if address < KERNEL_TEXT:
+        return None
+    try:
+        hit = k.lookup(address)
+    except KdnbError:
+        hit = None
+    if hit is None or (hit.size and hit.size > 0 and address >= hit.address + hit.size):
+        if MODULES_VADDR <= address < MODULES_END:
+            return WhatIs(address, "region", "module area (no module symbol covers it)")
+        return None
+    mod = f" [{hit.module}]" if hit.module else ""
+    size = f"/{hit.size:#x}" if hit.size and hit.size > 0 else ""
+    return WhatIs(address, "symbol", f"{hit.name}+{hit.offset:#x}{size}{mod}",
+                  {"symbol": hit.name, "offset": hit.offset, "module": hit.module})
+
+
+def _task(dump: "Dump", address: int) -> WhatIs | None:
+    tasks = dump.tasks
+    ctx = context(dump)
+    collect_stacks(dump, states="all", cpus="all")  # every task's stack base (the shared walk)
+    base = address & ~(ctx.unwinder.thread_size - 1)
+    size = dump.kernel.type("struct task_struct").size or 0
+    for task_addr, pid, comm in zip(tasks["address"], tasks["pid"], tasks["comm"]):
+        t = int(task_addr)
+        if ctx.stack_base.get(t) == base:
+            return WhatIs(address, "stack", f"kernel stack of pid {pid} ({comm}), "
+                          f"{base + ctx.unwinder.thread_size - address:#x} below its top",
+                          {"pid": int(pid), "task": t})
+        if t <= address < t + size:
+            return WhatIs(address, "task", f"task_struct of pid {pid} ({comm}) + {address - t:#x}",
+                          {"pid": int(pid), "task": t})
+    return None
+
+
+def _slab_or_page(dump: "Dump", address: int) -> WhatIs | None:
+    k = dump.kernel
+    base = k.page_offset
+    if base is None or not base <= address < base + (dump.reader.max_pfn << PAGE_SHIFT):
+        return None  # the direct map ends where the dumped machine's memory ends
+    pfn = (address - base) >> PAGE_SHIFT
+    page_t = k.type("struct page")
+    page = k.vmemmap_base + pfn * (page_t.size or 64)
+    try:
+        flags, head = struct.unpack("<QQ", k.read(page, 16))
+        if head & 1:  # a tail page: compound_head | 1
+            page = head - 1
+            flags = k.read_u64(page)
+        slab = _slab(dump, k, page, address, base)
+    except KdnbError as exc:
+        return WhatIs(address, "page", f"direct map, page frame {pfn:#x} (struct page unreadable: {exc})")
+    if slab is not None:
+        return slab
+    mapping = k.read_u64(page + page_t.offsetof("mapping"))
+    return WhatIs(address, "page", f"direct map, page frame {pfn:#x}",
+                  {"page": page, "flags": f"{flags:#x}", "mapping": f"{mapping:#x}"})
+
+
+def _slab(dump: "Dump", k: "Kernel", page: int, address: int, base: int) -> WhatIs | None:
+    """A slab object of a cache d.slab lists, or None."""
+    try:  # 5.17 d122019bf061: struct slab overlays struct page
+        st = k.type("struct slab")
+        if not st.has_member("slab_cache"):
+            raise TypeNotFound("not SLUB's struct slab")
+    except TypeNotFound:
+        st = k.type("struct page")
+    cache = k.read_u64(page + st.offsetof("slab_cache"))
+    caches = dump.slab
+    row = caches[caches["address"] == cache]
+    if not cache or not len(row):
+        return None
+    name, size = str(row["name"].iloc[0]), int(row["size"].iloc[0])
+    start = base + ((page - k.vmemmap_base) // (k.type("struct page").size or 64) << PAGE_SHIFT)
+    index = (address - start) // size if size > 0 else 0
+    obj = start + index * size
+    state = _free_state(k, st, page, cache, obj)
+    return WhatIs(address, "slab", f"{name} object {obj:#x} + {address - obj:#x} ({state})",
+                  {"cache": cache, "cache_name": name, "object": obj, "index": index, "state": state})
+
+
+def _free_state(k: "Kernel", st: Any, page: int, cache: int, obj: int) -> str:
+    kc = k.type("struct kmem_cache")
+    offset = k.read_u32(cache + kc.offsetof("offset"))
+    random = k.read_u64(cache + kc.offsetof("random")) if kc.has_member("random") else None
+    ptr, seen = k.read_u64(page + st.offsetof("freelist")), 0
+    while ptr and seen < MAX_FREELIST:
+        if ptr == obj:
+            return "free"
+        at = ptr + offset
+        raw = k.read_u64(at)
+        ptr = raw ^ random ^ int.from_bytes(at.to_bytes(8, "little"), "big") if random is not None else raw
+        seen += 1
+    return "allocated (or on a CPU's freelist)"
+
+
+def _region(dump: "Dump", address: int) -> WhatIs | None:
+    k = dump.kernel
+    if address >= KERNEL_TEXT:
+        area = "module area" if MODULES_VADDR <= address < MODULES_END else "kernel image mapping"
+        return WhatIs(address, "region", area)
+    for name, symbol, span in REGIONS:
+        try:
+            start = k.read_u64(k.symbol(symbol))
+        except KdnbError:
+            continue
+        if start <= address < start + span:
+            return WhatIs(address, "region", f"{name} (starts at {start:#x})")
+    return None
