@@ -24,18 +24,6 @@ TIMEOUT = 20.0
 # innermost file of a known failure -> what fails there (and a mutation that triggers it);
 # found by benchmarks/fuzz_campaign.py (seeds 2 and 3, 1,400 cases), owners told
 KNOWN_FAILURES: dict[str, str] = {
-    "kdnb/views/tasks.py": "TypeError 'cannot safely cast non-equivalent int64 to int16/uint32' in "
-                           "_frame: a task's thread_info.cpu = 0x7fffffff, or tasks.next pointing at "
-                           "another object",
-    "kdnb/views/slab.py": "TypeError 'cannot safely cast' in _frame: kmem_cache.oo = 0xffffff9a",
-    "kdnb/kernel/symbols.py": "OverflowError 'Python integer -1 out of bounds for uint64' in lookup "
-                              "(from validate): sub-header size_note 0xfb0 -> 0x1000fb0, a note's "
-                              "descsz/namesz/type changed, thread.sp of init_task re-pointed",
-    "kdnb/analysis/validate_coverage.py": "KeyError 'structure' in _judge when the log layout is "
-                                          "implausible: VMCOREINFO SIZE(printk_info) = -1",
-    "kdnb/kernel/kallsyms_scan.py": "time limit in validate/root_cause: Kernel._table does not keep "
-                                    "its failure, so the kallsyms scan of a truncated 5.10 dump "
-                                    "(7,881 missing pages) runs 31 times",
     "kdnb/kernel/kallsyms.py": "time limit in read_names on a flattened record moved 0xd8e859 -> "
                                "0x1b1d0b2 (names decoded from wrong pages, again per lookup)",
 }

@@ -67,6 +67,7 @@ class Kernel:
         self._modules: list[ModuleInfo] | None = None
         self._btf: BTF | None = None
         self.symbol_source: dict[str, Any] = {}
+        self._symbols_error: KdnbError | None = None
         if self._external_symbols:  # refuse a vmlinux / System.map of another kernel at once
             self._banner  # noqa: B018 - reads and checks linux_banner now
             if self._vmlinux is not None:
@@ -108,8 +109,15 @@ class Kernel:
     # -- symbols -----------------------------------------------------------------------
     @cached_property
     def _table(self) -> SymbolTable:
-        """vmlinux symbols, loaded on first need (the log and page tables do without them)."""
-        table = self._vmlinux_symbols()
+        """vmlinux symbols, loaded on first need (the log and page tables do without them).
+        A failure is kept and raised again: a scan that failed once is not run again."""
+        if self._symbols_error is not None:
+            raise self._symbols_error
+        try:
+            table = self._vmlinux_symbols()
+        except KdnbError as exc:
+            self._symbols_error = exc
+            raise
         try:
             max_pfn = bounds.count(self.read_u64(table.address("max_pfn")), "max_pfn", 1 << 40, self.reader.path)
             self.pagetable.set_page_offset(self.read_u64(table.address("page_offset_base")),
