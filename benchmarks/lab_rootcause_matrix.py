@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -20,12 +21,24 @@ from kdnb.lab import list_scenarios, make
 EXPECTED = {
     "sysrq": "sysrq", "oops": "null-deref", "bug": "bug", "panic": "panic-call", "warn": "warn",
     "softlockup": "soft-lockup", "hung": "hung-task", "oom": "oom", "cascade": "soft-lockup",
-    "rcu-stall": "rcu-stall", "slab-leak": "sysrq",
+    "rcu-stall": "rcu-stall", "slab-leak": "sysrq", "deadlock": "deadlock", "wq-stall": "hung-task",
+    "rwsem": "hung-task",
 }
 
 
-def expected_culprit(truth: dict) -> str:
-    """The culprit the ground truth names: the blocked task, the module trigger, or the crasher."""
+#: What the crash module prints in the guest for the lock scenarios' roots.
+CONSOLE_ROOT = {"rwsem": re.compile(r"kdnb_crash: (\S+)\[(\d+)\] holds kdnb_rwsem"),
+                "wq-stall": re.compile(r"kdnb_wq_fn\) runs in (\S+)\[(\d+)\]"),
+                "deadlock": re.compile(r"kdnb_crash: (\S+)\[(\d+)\] holds kdnb_lock_")}
+
+
+def expected_culprit(truth: dict, console: str = "") -> str:
+    """The culprit the ground truth names: the blocked task, the module trigger, the crasher, or
+    (lock scenarios) the holder the module printed on the console."""
+    rx = CONSOLE_ROOT.get(truth["scenario"])
+    if rx is not None:
+        found = rx.findall(console)
+        return " or ".join(f"{c}:{p}" for c, p in found) or "?"
     if truth.get("hung_task_reported_blocked") and truth["scenario"] != "cascade":
         who = truth["hung_task_reported_blocked"][0]
     elif truth.get("module_trigger"):
@@ -33,6 +46,11 @@ def expected_culprit(truth: dict) -> str:
     else:
         who = truth["crash_context_cpu_pid_comm"]
     return f"{who.get('comm')}:{who.get('pid')}"
+
+
+def _console(out: Path) -> str:
+    path = out / "console.log"
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def main() -> None:
@@ -69,7 +87,7 @@ def main() -> None:
             c = rc.culprit
             culprit = f"{c.comm}:{c.pid} cpu{c.cpu} {c.function or ''}" + (f" [{c.module}]" if c.module else "")
             rows.append((scenario, kernel, EXPECTED[scenario], rc.category, culprit,
-                         expected_culprit(truth), secs))
+                         expected_culprit(truth, _console(out)), secs))
             print(rows[-1], flush=True)
             if not args.keep and not existing:
                 shutil.rmtree(out, ignore_errors=True)

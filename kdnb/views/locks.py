@@ -35,7 +35,7 @@ import pandas as pd
 from ..errors import KdnbError
 from .common import Gaps, fitting
 from .stackwalk import Stack, collect_stacks, context
-from .stacks import SCHEDULER
+from .stacks import PRIMITIVES, SCHEDULER
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -70,31 +70,6 @@ SPECS = {
     "completion": Spec("struct completion", "wait.task_list", "struct swait_queue", "task_list", "task"),
     "waitqueue": Spec("struct wait_queue_head", "head", "struct wait_queue_entry", "entry", "private"),
 }
-#: The functions (source names) of each primitive's slow path.
-PRIMITIVES = {
-    **dict.fromkeys(("__mutex_lock", "__mutex_lock_slowpath", "mutex_lock", "mutex_lock_killable",
-                     "mutex_lock_interruptible", "__mutex_lock_killable_slowpath",
-                     "__mutex_lock_interruptible_slowpath", "mutex_lock_nested", "__ww_mutex_lock",
-                     "ww_mutex_lock", "mutex_lock_io"), "mutex"),
-    **dict.fromkeys(("rwsem_down_write_slowpath", "rwsem_down_read_slowpath", "down_write",
-                     "down_read", "down_write_killable", "down_read_killable",
-                     "down_read_interruptible", "__down_write", "__down_read",
-                     "__down_write_common", "__down_read_common"), "rwsem"),
-    **dict.fromkeys(("percpu_rwsem_wait", "__percpu_down_read", "percpu_down_read",
-                     "percpu_down_write"), "percpu-rwsem"),
-    **dict.fromkeys(("__down", "__down_common", "__down_interruptible", "__down_killable",
-                     "__down_timeout", "down", "down_interruptible", "down_killable",
-                     "down_timeout"), "semaphore"),
-    **dict.fromkeys(("wait_for_completion", "__wait_for_common", "wait_for_common",
-                     "do_wait_for_common", "wait_for_common_io", "wait_for_completion_io",
-                     "wait_for_completion_timeout", "wait_for_completion_interruptible",
-                     "wait_for_completion_killable", "wait_for_completion_state",
-                     "wait_for_completion_interruptible_timeout",
-                     "wait_for_completion_killable_timeout", "wait_for_completion_io_timeout"),
-                    "completion"),
-}
-
-
 class _Wait(NamedTuple):
     kind: str
     lock: int

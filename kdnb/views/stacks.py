@@ -6,7 +6,7 @@ One row per distinct kernel call chain, most common first:
 | column | dtype | meaning |
 |---|---|---|
 | `count` | Int32 | tasks (and CPUs) with this chain |
-| `top` | string | the innermost function that is not the scheduler itself (`pipe_read`, `do_nanosleep`) |
+| `top` | string | the innermost function that is neither the scheduler nor a lock/completion wait (`pipe_read`, `mnt_want_write`) |
 | `frames` | Int16 | frames in the chain |
 | `states` | object | list: each member's /proc state letter, parallel to `pids` |
 | `pids` | object | list of pids (Int), in task order |
@@ -45,6 +45,31 @@ SCHEDULER = ("__schedule", "schedule", "context_switch", "__switch_to", "__switc
              "schedule_idle", "__cond_resched", "_cond_resched")
 
 
+#: The functions (source names) of each primitive's slow path.
+PRIMITIVES = {
+    **dict.fromkeys(("__mutex_lock", "__mutex_lock_slowpath", "mutex_lock", "mutex_lock_killable",
+                     "mutex_lock_interruptible", "__mutex_lock_killable_slowpath",
+                     "__mutex_lock_interruptible_slowpath", "mutex_lock_nested", "__ww_mutex_lock",
+                     "ww_mutex_lock", "mutex_lock_io"), "mutex"),
+    **dict.fromkeys(("rwsem_down_write_slowpath", "rwsem_down_read_slowpath", "down_write",
+                     "down_read", "down_write_killable", "down_read_killable",
+                     "down_read_interruptible", "__down_write", "__down_read",
+                     "__down_write_common", "__down_read_common"), "rwsem"),
+    **dict.fromkeys(("percpu_rwsem_wait", "__percpu_down_read", "percpu_down_read",
+                     "percpu_down_write"), "percpu-rwsem"),
+    **dict.fromkeys(("__down", "__down_common", "__down_interruptible", "__down_killable",
+                     "__down_timeout", "down", "down_interruptible", "down_killable",
+                     "down_timeout"), "semaphore"),
+    **dict.fromkeys(("wait_for_completion", "__wait_for_common", "wait_for_common",
+                     "do_wait_for_common", "wait_for_common_io", "wait_for_completion_io",
+                     "wait_for_completion_timeout", "wait_for_completion_interruptible",
+                     "wait_for_completion_killable", "wait_for_completion_state",
+                     "wait_for_completion_interruptible_timeout",
+                     "wait_for_completion_killable_timeout", "wait_for_completion_io_timeout"),
+                    "completion"),
+}
+
+
 def chain_key(st: Stack) -> tuple[int, ...]:
     """The grouping key of a stack: its kernel pcs (0 stands for the user-mode frame)."""
     return tuple(0 if f.kind == "user" else f.pc for f in st.bt.frames)
@@ -62,7 +87,8 @@ def _describe(ctx: StackContext, st: Stack) -> tuple[str | None, list[str], str]
             continue
         names.append(function if isinstance(function, str) else text)
         lines.append(text if f.kind == "normal" else f"{text} <{f.kind}>")
-    top = next((n for n in names if n not in SCHEDULER and n != "(user)"), names[0] if names else None)
+    top = next((n for n in names if n not in SCHEDULER and n not in PRIMITIVES and n != "(user)"),
+               names[0] if names else None)
     return top, names, "\n".join(lines)
 
 

@@ -86,16 +86,23 @@ def _task(dump: "Dump", address: int) -> WhatIs | None:
     ctx = context(dump)
     collect_stacks(dump, states="all", cpus="all")  # every task's stack base (the shared walk)
     base = address & ~(ctx.unwinder.thread_size - 1)
+    by_stack = {stack: task for task, stack in ctx.stack_base.items()}
+    rows = {int(a): (int(p), str(c)) for a, p, c in zip(tasks["address"], tasks["pid"], tasks["comm"])}
+    if by_stack.get(base) in rows:
+        pid, comm = rows[by_stack[base]]
+        return WhatIs(address, "stack", f"kernel stack of pid {pid} ({comm}), "
+                      f"{base + ctx.unwinder.thread_size - address:#x} below its top",
+                      {"pid": pid, "task": by_stack[base]})
+    # the nearest task_struct at or below: BTF's size overstates the real one (the FPU state
+    # at its end is sized at boot), so a neighbour's range must not win
+    below = [a for a in rows if a <= address]
     size = dump.kernel.type("struct task_struct").size or 0
-    for task_addr, pid, comm in zip(tasks["address"], tasks["pid"], tasks["comm"]):
-        t = int(task_addr)
-        if ctx.stack_base.get(t) == base:
-            return WhatIs(address, "stack", f"kernel stack of pid {pid} ({comm}), "
-                          f"{base + ctx.unwinder.thread_size - address:#x} below its top",
-                          {"pid": int(pid), "task": t})
-        if t <= address < t + size:
+    if below:
+        t = max(below)
+        if address < t + size:
+            pid, comm = rows[t]
             return WhatIs(address, "task", f"task_struct of pid {pid} ({comm}) + {address - t:#x}",
-                          {"pid": int(pid), "task": t})
+                          {"pid": pid, "task": t})
     return None
 
 
