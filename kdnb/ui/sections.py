@@ -98,6 +98,14 @@ def backtraces(dump: Any) -> str:
     all_bt, why = attempt(dump.backtraces)
     out.append(table_html(all_bt, page_length=25) if all_bt is not None
                else note_html("backtraces", why or "?"))
+    out.append("<h3>Every task's stack, grouped by identical call chain</h3>")
+    stacks, why = get(dump, "stacks")
+    if stacks is not None:
+        from ..views.stacks import stacks_display
+
+        out.append(table_html(stacks_display(stacks), page_length=25))
+    else:
+        out.append(note_html("stacks", why or "?"))
     return "".join(out)
 
 

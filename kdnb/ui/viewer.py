@@ -280,10 +280,18 @@ def _html_piece(what: str, fn: Callable[[], Any]) -> str:
     return f"<pre>{html.escape(str(value))}</pre>"
 
 
+def _stacks(dump: Any) -> pd.DataFrame:
+    from ..views.stacks import stacks_display
+
+    return stacks_display(dump.stacks)
+
+
 def backtraces_html(dump: Any) -> str:
     parts = ["<h4>Panic CPU</h4>", _html_piece("panic backtrace", lambda: dump.panic_backtrace),
              "<h4>Every CPU and every D-state task</h4>",
-             _html_piece("backtraces", lambda: dump.backtraces())]
+             _html_piece("backtraces", lambda: dump.backtraces()),
+             "<h4>Every task's stack, grouped by identical call chain</h4>",
+             _html_piece("stacks", lambda: _stacks(dump))]
     return TABLE_CSS + "".join(parts)
 
 

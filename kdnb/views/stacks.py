@@ -128,3 +128,19 @@ def stacks_frame(dump: "Dump") -> pd.DataFrame:
 def _first_pid(members: list[Stack]) -> int:
     pids = [m.pid for m in members if m.pid is not None]
     return min(pids) if pids else -1
+
+
+def stacks_display(stacks: pd.DataFrame) -> pd.DataFrame:
+    """d.stacks as text columns for tables (viewer, report): states as counts, the chain on
+    one line innermost first."""
+    def states(values: list) -> str:
+        counts = pd.Series([v for v in values if v]).value_counts()
+        return ", ".join(f"{s}×{n}" for s, n in counts.items())
+
+    return pd.DataFrame({
+        "count": stacks["count"], "top": stacks["top"],
+        "states": [states(v) for v in stacks["states"]],
+        "pids": [", ".join(str(p) for p in v[:20]) + (", …" if len(v) > 20 else "") for v in stacks["pids"]],
+        "comms": [", ".join(sorted(set(c for c in v if c))) for v in stacks["comms"]],
+        "chain": [" ← ".join(str(t).splitlines()) for t in stacks["chain"]],
+    })
