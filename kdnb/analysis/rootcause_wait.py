@@ -19,6 +19,9 @@ from .rootcause_model import RESCHED_FUNCS, SPIN_SECONDS, WAIT_FUNCS, Analysis, 
 from .rootcause_wait_cpu import busy_cpus
 
 MAX_HOPS = 16  # owners followed from the blocked task
+#: Interrupt entry and exit code above a preempted task's own frames.
+ENTRY_FUNCS = ("irqentry_", "asm_sysvec_", "sysvec_", "asm_common_interrupt", "common_interrupt",
+               "preempt_schedule_irq", "raw_irqentry_exit_cond_resched", "ret_from_intr")
 #: Sleeping helpers: a sleeping owner's culprit function is their caller.
 SLEEP_FUNCS = ("msleep", "msleep_interruptible", "schedule_timeout", "usleep_range",
                "usleep_range_state", "schedule_hrtimeout", "do_nanosleep", "ssleep")
@@ -169,6 +172,10 @@ def _owner(an: Analysis, plog: PanicLog, address: int) -> dict | None:
     if bt is not None:
         for fr in bt.itertuples():
             fn = str(fr.function)
+            if fr.kind in ("interrupt", "exception"):  # preempted there: that is where it was
+                fn = fn if pd.notna(fr.function) else ""
+            elif fn.startswith(ENTRY_FUNCS):
+                continue
             if fn and not fn.startswith(WAIT_FUNCS + RESCHED_FUNCS) and fn not in SLEEP_FUNCS:
                 c.function = f"{fn}+{int(fr.offset):#x}" if pd.notna(fr.offset) else fn
                 c.module = None if pd.isna(fr.module) else str(fr.module)
