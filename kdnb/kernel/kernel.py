@@ -14,7 +14,7 @@ import pandas as pd
 from ..dump.base import DumpReader
 from ..errors import KdnbError, MissingDebugInfo, SymbolNotFound, VmlinuxMismatch
 from .. import bounds
-from . import cache, kallsyms
+from . import cache, kallsyms_tiers
 from .btf import BTF
 from .modules import ModuleInfo, module_symbols
 from .objects import Layout, ListWalk, Object, decode_cstring
@@ -136,70 +136,14 @@ class Kernel:
                 return relocate(table, stext)
             except SymbolNotFound:
                 raise VmlinuxMismatch("the given System.map/vmlinux has no _stext symbol") from None
-        raw = self._cached_kallsyms() or self._decode_kallsyms()
-        return SymbolTable(raw.names, raw.addresses, raw.types)
-
-    def _expected(self) -> dict[str, int]:
-        return kallsyms.expected_symbols(self.vmcoreinfo)
-
-    def _cached_kallsyms(self) -> kallsyms.RawSymbols | None:
-        """Names (and, for a scanned kernel, the tables' place) from the on-disk cache,
-        re-checked against the dump; None when absent or not this kernel."""
-        names_blob = self._cached.get("kallsyms_names")
-        where = self._cached.get("kallsyms_tables")
-        if names_blob is None or where is None:
-            return None
-        try:
-            names = names_blob.tobytes().decode("utf-8").split("\n")
-            types = self._cached["kallsyms_types"].tobytes()
-            tier = int(self._cached["kallsyms_tier"])
-            tables = kallsyms.Tables.from_relative(list(where), self._expected()["_stext"])
-            addresses, encoding, verified = kallsyms.read_addresses(self.read, tables, names, self._expected())
-        except (KdnbError, KeyError, ValueError, UnicodeDecodeError):
-            self._cached = {}  # not this kernel after all: decode afresh
-            return None
-        raw = kallsyms.RawSymbols(names, addresses, types, encoding, verified)
-        if tier == 3:  # re-check what the discovery verified besides _stext
-            from .discover import banner_check
-            extra = banner_check(self.read, self.release)(raw)
-            if extra is None:
-                self._cached = {}
-                return None
-            raw.verified = (*verified, extra)
-        self._note_source(tier, tables, encoding, raw.verified, cached=True)
-        return raw
-
-    def _decode_kallsyms(self) -> kallsyms.RawSymbols:
-        """Tier 1: the tables VMCOREINFO names; tier 2: a scan of the kernel image."""
-        from . import kallsyms_scan
-        path, expected = self.reader.path, self._expected()
-        tables = kallsyms.tables_from_vmcoreinfo(self.vmcoreinfo, path)
-        if tables is not None:
-            tier, raw = 1, kallsyms.decode(self.read, tables, expected, path)
+        found = kallsyms_tiers.from_cache(self.read, self.vmcoreinfo, self.release, self._cached)
+        if found is None:
+            raw, self.symbol_source, self._cached = kallsyms_tiers.decode(
+                self.read, self.vmcoreinfo, self.release, self.reader.path)
+            self._store_cache()
         else:
-            tier, end, check = 2, None, None
-            if "KDNB(discovered)" in self.vmcoreinfo:
-                from .discover import banner_check
-                tier, end = 3, int(self.vmcoreinfo["KDNB(image_end)"], 16)
-                check = banner_check(self.read, self.release)
-            tables, raw = kallsyms_scan.find(self.read, expected, path, end, check)
-        self._note_source(tier, tables, raw.encoding, raw.verified, cached=False)
-        self._cached = {"kallsyms_names": np.frombuffer("\n".join(raw.names).encode("utf-8"), np.uint8),
-                        "kallsyms_types": np.frombuffer(raw.types, np.uint8),
-                        "kallsyms_tier": np.array(tier),
-                        "kallsyms_tables": np.array(tables.relative_to(expected["_stext"]), np.int64)}
-        self._store_cache()
-        return raw
-
-    def _note_source(self, tier: int, tables: kallsyms.Tables, encoding: str,
-                     verified: tuple[str, ...], cached: bool) -> None:
-        method = {1: "kallsyms tables named by VMCOREINFO",
-                  2: "kallsyms tables found by scanning the kernel image",
-                  3: "no VMCOREINFO: kernel image located from CR3, kallsyms tables found by "
-                     "scanning it"}[tier]
-        self.symbol_source = {"tier": tier, "method": method, "encoding": encoding,
-                              "verified": list(verified), "cached": cached,
-                              "tables": {k: v for k, v in vars(tables).items() if v is not None}}
+            raw, self.symbol_source = found
+        return SymbolTable(raw.names, raw.addresses, raw.types)
 
     def _all_symbols(self) -> SymbolTable:
         """vmlinux symbols plus, once loaded, every module's."""

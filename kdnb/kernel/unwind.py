@@ -341,7 +341,6 @@ class Unwinder:
 
     # -- fallbacks -------------------------------------------------------------------------
     def _fallback(self, state: _State, no_entry: bool) -> Frame:
-        where = self._name(state.ip)
         hit = self._func(state.ip if state.signal else state.ip - 1)
         target = hit.address if hit is not None else None
         what = "no ORC entry" if no_entry else "an undefined ORC entry"
