@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import pandas as pd
 
+from .api_depth import DepthViews
+from .api_system import SystemViews
 from .dump import open_dump
 from .dump.base import DumpReader
 
@@ -15,10 +17,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis.rootcause import RootCause
     from .analysis.validate import Validation
     from .kernel.kernel import Kernel
-    from .views.whatis import WhatIs
 
 
-class Dump:
+class Dump(SystemViews, DepthViews):
     """An opened crash dump. Use `kdnb.open(path)`; also a context manager."""
 
     def __init__(
@@ -144,161 +145,6 @@ class Dump:
         """The system summary as a one-row DataFrame."""
         return self._provenance(pd.DataFrame([self.sys_info]))
 
-    @cached_property
-    def meminfo(self) -> pd.DataFrame:
-        """Memory counters (/proc/meminfo, crash `kmem -i`): index item (total, free, used, ...,
-        swap, commit, hugepages, direct map), columns pages, bytes, proc (the /proc/meminfo field);
-        see kdnb.views.meminfo."""
-        from .views.meminfo import meminfo_frame
-
-        return self._provenance(meminfo_frame(self))
-
-    @cached_property
-    def zones(self) -> pd.DataFrame:
-        """Memory zones of each NUMA node (/proc/zoneinfo): node, zone, populated, start_pfn,
-        spanned, present, managed, free, min, low, high, boost, reserved_highatomic (pages),
-        address; see kdnb.views.zones."""
-        from .views.zones import zones_frame
-
-        return self._provenance(zones_frame(self))
-
-    @cached_property
-    def buddyinfo(self) -> pd.DataFrame:
-        """Free blocks by order of each populated zone (/proc/buddyinfo): node, zone, order,
-        free_blocks, free_pages; see kdnb.views.zones."""
-        from .views.zones import buddyinfo_frame
-
-        return self._provenance(buddyinfo_frame(self))
-
-    @cached_property
-    def sysctl(self) -> pd.DataFrame:
-        """The sysctls that decide what a crash does: name, value (as /proc/sys shows it),
-        number, symbol, address; see kdnb.views.sysctl."""
-        from .views.sysctl import sysctl_frame
-
-        return self._provenance(sysctl_frame(self))
-
-    @cached_property
-    def cmdline(self) -> str:
-        """The kernel command line (`saved_command_line`, /proc/cmdline)."""
-        from .views.sysctl import cmdline
-
-        return cmdline(self)
-
-    def vmas(self, pid: int) -> pd.DataFrame:
-        """The memory map of a process (/proc/PID/maps, crash `vm`): pid, comm, start, end,
-        perms, flags, offset, dev, inode, path, kind (file, shmem, anon, heap, stack, special),
-        address; see kdnb.views.vmas."""
-        from .views.vmas import vmas_frame
-
-        return self._provenance(vmas_frame(self, pid))
-
-    @cached_property
-    def maps(self) -> pd.DataFrame:
-        """`vmas()` of every process, one row per VMA; see kdnb.views.vmas."""
-        from .views.vmas import maps_frame
-
-        return self._provenance(maps_frame(self))
-
-    def files(self, pid: int) -> pd.DataFrame:
-        """Open files of a process (crash `files`, /proc/PID/fd + fdinfo): pid, fd, path, type
-        (regular, directory, char, block, fifo, pipe, socket, link, anon_inode, unknown), flags,
-        cloexec, mode, pos, inode, mnt_id, file; see kdnb.views.files."""
-        from .views.files import files_frame
-
-        return self._provenance(files_frame(self, pid))
-
-    @cached_property
-    def irqs(self) -> pd.DataFrame:
-        """Interrupts (/proc/interrupts, crash `irq -s`): irq, chip, hwirq, actions, handlers,
-        total, cpuN per online CPU; see kdnb.views.irqs."""
-        from .views.irqs import irqs_frame
-
-        return self._provenance(irqs_frame(self))
-
-    @cached_property
-    def softirqs(self) -> pd.DataFrame:
-        """Softirq counts (/proc/softirqs): softirq, total, cpuN; see kdnb.views.irqs."""
-        from .views.irqs import softirqs_frame
-
-        return self._provenance(softirqs_frame(self))
-
-    @cached_property
-    def timers(self) -> pd.DataFrame:
-        """Pending timers and hrtimers per CPU (crash `timer`): cpu, kind, base, expires,
-        expires_in (from the crash), function, address; see kdnb.views.timers."""
-        from .views.timers import timers_frame
-
-        return self._provenance(timers_frame(self))
-
-    @cached_property
-    def block(self) -> pd.DataFrame:
-        """Disks and partitions (crash `dev -d`, /proc/partitions): name, dev, major, minor,
-        partno, start_sect, sectors, bytes, openers, disk, queue, address; see kdnb.views.block."""
-        from .views.block import block_frame
-
-        return self._provenance(block_frame(self))
-
-    @cached_property
-    def net(self) -> pd.DataFrame:
-        """Network interfaces of every namespace (crash `net`): netns, name, ifindex, flags,
-        flag_names, mtu, operstate, mac, ipv4, address; see kdnb.views.net."""
-        from .views.net import net_frame
-
-        return self._provenance(net_frame(self))
-
-    @cached_property
-    def mounts(self) -> pd.DataFrame:
-        """Mounted filesystems and their superblocks' freeze state (crash `mount`): mnt_id, path,
-        device, fstype, frozen, frozen_by, read_only, s_id, dev, superblock, address; see
-        kdnb.views.mounts."""
-        from .views.mounts import mounts_frame
-
-        return self._provenance(mounts_frame(self))
-
-    @cached_property
-    def runq(self) -> pd.DataFrame:
-        """Each CPU's run queue (crash `runq`): cpu, sched_class, current, pid, comm, state,
-        prio, waited, nr_running, address; see kdnb.views.runq."""
-        from .views.runq import runq_frame
-
-        return self._provenance(runq_frame(self))
-
-    @cached_property
-    def locks(self) -> pd.DataFrame:
-        """What blocked tasks wait on, one row per waiter (corelens `lock`): kind, address,
-        belongs_to, owner_pid, owner_comm, owner_state, detail, pid, comm, state, waited,
-        function, task, owner; see kdnb.views.locks (wait_for_edges / wait_for_cycles)."""
-        from .views.locks import locks_frame
-
-        return self._provenance(locks_frame(self))
-
-    @cached_property
-    def workqueues(self) -> pd.DataFrame:
-        """Work items of every worker pool (corelens `wq`): pool, cpu, status, workqueue,
-        function, work, pid, comm, stalled, worker; see kdnb.views.workqueue."""
-        from .views.workqueue import workqueues_frame
-
-        return self._provenance(workqueues_frame(self))
-
-    @cached_property
-    def cpu_state(self) -> pd.DataFrame:
-        """What each CPU was doing at the crash: cpu, panic, pid, comm, state, idle, context
-        (task, bh-off, softirq, irq, nmi), preempt_count, running_for, function, interrupted;
-        see kdnb.views.cpu."""
-        from .views.cpu import cpu_state_frame
-
-        return self._provenance(cpu_state_frame(self))
-
-    def whatis(self, address: int) -> "WhatIs":
-        """What a kernel address is (crash `kmem ADDR`): symbol, stack, task_struct, slab object
-        (cache, object, free or allocated), page, or address-space region; see
-        kdnb.views.whatis."""
-        from .views.whatis import whatis
-
-        return whatis(self, address)
-
-    # -- backtraces -----------------------------------------------------------------------
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
         """The stack of a CPU (its active stack at crash time) or of a task."""
         from .views.backtrace import backtrace_frame

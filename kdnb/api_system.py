@@ -1,0 +1,115 @@
+"""The system-state views of a `Dump` (crash `kmem -i`, `vm`, `files`, `dev`, `net`, `irq`,
+`timer`, `sysctl`): a mixin so api.py stays the user object's core."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import pandas as pd
+
+
+class SystemViews:
+    """Memory, processes' memory and files, block devices, network, interrupts, timers, sysctls."""
+
+    @cached_property
+    def meminfo(self) -> pd.DataFrame:
+        """Memory counters (/proc/meminfo, crash `kmem -i`): index item (total, free, used, ...,
+        swap, commit, hugepages, direct map), columns pages, bytes, proc (the /proc/meminfo field);
+        see kdnb.views.meminfo."""
+        from .views.meminfo import meminfo_frame
+
+        return self._provenance(meminfo_frame(self))
+
+    @cached_property
+    def zones(self) -> pd.DataFrame:
+        """Memory zones of each NUMA node (/proc/zoneinfo): node, zone, populated, start_pfn,
+        spanned, present, managed, free, min, low, high, boost, reserved_highatomic (pages),
+        address; see kdnb.views.zones."""
+        from .views.zones import zones_frame
+
+        return self._provenance(zones_frame(self))
+
+    @cached_property
+    def buddyinfo(self) -> pd.DataFrame:
+        """Free blocks by order of each populated zone (/proc/buddyinfo): node, zone, order,
+        free_blocks, free_pages; see kdnb.views.zones."""
+        from .views.zones import buddyinfo_frame
+
+        return self._provenance(buddyinfo_frame(self))
+
+    @cached_property
+    def sysctl(self) -> pd.DataFrame:
+        """The sysctls that decide what a crash does: name, value (as /proc/sys shows it),
+        number, symbol, address; see kdnb.views.sysctl."""
+        from .views.sysctl import sysctl_frame
+
+        return self._provenance(sysctl_frame(self))
+
+    @cached_property
+    def cmdline(self) -> str:
+        """The kernel command line (`saved_command_line`, /proc/cmdline)."""
+        from .views.sysctl import cmdline
+
+        return cmdline(self)
+
+    def vmas(self, pid: int) -> pd.DataFrame:
+        """The memory map of a process (/proc/PID/maps, crash `vm`): pid, comm, start, end,
+        perms, flags, offset, dev, inode, path, kind (file, shmem, anon, heap, stack, special),
+        address; see kdnb.views.vmas."""
+        from .views.vmas import vmas_frame
+
+        return self._provenance(vmas_frame(self, pid))
+
+    @cached_property
+    def maps(self) -> pd.DataFrame:
+        """`vmas()` of every process, one row per VMA; see kdnb.views.vmas."""
+        from .views.vmas import maps_frame
+
+        return self._provenance(maps_frame(self))
+
+    def files(self, pid: int) -> pd.DataFrame:
+        """Open files of a process (crash `files`, /proc/PID/fd + fdinfo): pid, fd, path, type
+        (regular, directory, char, block, fifo, pipe, socket, link, anon_inode, unknown), flags,
+        cloexec, mode, pos, inode, mnt_id, file; see kdnb.views.files."""
+        from .views.files import files_frame
+
+        return self._provenance(files_frame(self, pid))
+
+    @cached_property
+    def irqs(self) -> pd.DataFrame:
+        """Interrupts (/proc/interrupts, crash `irq -s`): irq, chip, hwirq, actions, handlers,
+        total, cpuN per online CPU; see kdnb.views.irqs."""
+        from .views.irqs import irqs_frame
+
+        return self._provenance(irqs_frame(self))
+
+    @cached_property
+    def softirqs(self) -> pd.DataFrame:
+        """Softirq counts (/proc/softirqs): softirq, total, cpuN; see kdnb.views.irqs."""
+        from .views.irqs import softirqs_frame
+
+        return self._provenance(softirqs_frame(self))
+
+    @cached_property
+    def timers(self) -> pd.DataFrame:
+        """Pending timers and hrtimers per CPU (crash `timer`): cpu, kind, base, expires,
+        expires_in (from the crash), function, address; see kdnb.views.timers."""
+        from .views.timers import timers_frame
+
+        return self._provenance(timers_frame(self))
+
+    @cached_property
+    def block(self) -> pd.DataFrame:
+        """Disks and partitions (crash `dev -d`, /proc/partitions): name, dev, major, minor,
+        partno, start_sect, sectors, bytes, openers, disk, queue, address; see kdnb.views.block."""
+        from .views.block import block_frame
+
+        return self._provenance(block_frame(self))
+
+    @cached_property
+    def net(self) -> pd.DataFrame:
+        """Network interfaces of every namespace (crash `net`): netns, name, ifindex, flags,
+        flag_names, mtu, operstate, mac, ipv4, address; see kdnb.views.net."""
+        from .views.net import net_frame
+
+        return self._provenance(net_frame(self))
