@@ -242,6 +242,15 @@ def open(  # noqa: A001 - the public name is kdnb.open
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     vmlinux: str | os.PathLike | None = None,
     system_map: str | os.PathLike | None = None,
-) -> Dump:
-    """Open a crash dump (one file, or the parts of a split dump)."""
+    binaries: "Binaries" = None,
+) -> "Dump | Core":
+    """Open a crash dump (one file, or the parts of a split dump), or a userspace process
+    core (told apart by its contents; plain or zstd/xz/lz4/gzip-compressed), which gives a
+    `kdnb.process.Core`; `binaries` (files or folders) helps it find the mapped ELF files."""
+    from .process.source import looks_like_process_core
+
+    if isinstance(paths, (str, os.PathLike)) and looks_like_process_core(os.fspath(paths)):
+        from .process.core import Core
+
+        return Core(paths, binaries=binaries)
     return Dump(paths, vmlinux=vmlinux, system_map=system_map)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
+from typing import Callable
 
 from ..errors import FormatError
+from .notes import parse_notes
 
 ELF_MAGIC = b"\x7fELF"
 COMPRESSED_MAGICS = (
@@ -15,6 +18,8 @@ COMPRESSED_MAGICS = (
     (b"BZh", "bzip2-compressed", "bunzip2"),
     (b"\x04\x22\x4d\x18", "lz4-compressed", "lz4 -d"),
 )
+PROCESS_NOTE_TYPES = frozenset({3, 6, 0x46494C45, 0x53494749})  # NT_PRPSINFO/AUXV/FILE/SIGINFO
+CORE_NOTES_READ = 1 << 16  # the first notes say enough: the process notes come first
 
 
 def sniff(path: str) -> str:
@@ -90,3 +95,28 @@ def describe(head: bytes) -> str:
         first = text.strip().splitlines()[0][:60] if text.strip() else ""
         return f"text starting {first!r}"
     return f"binary data starting {head[:8].hex()}"
+
+
+def is_process_core(read: Callable[[int, int], bytes]) -> bool:
+    """Whether an ELF file, read through `read(offset, size)`, is a userspace process core
+    rather than a kernel vmcore: ET_CORE, no VMCOREINFO or QEMU note, and process notes
+    (NT_PRPSINFO, NT_AUXV, NT_FILE or NT_SIGINFO) in its first PT_NOTE."""
+    ehdr = read(0, 64)
+    if len(ehdr) < 64 or not ehdr.startswith(ELF_MAGIC) or ehdr[4] != 2 or ehdr[5] != 1:
+        return False
+    e_type, = struct.unpack_from("<H", ehdr, 16)
+    e_phoff, = struct.unpack_from("<Q", ehdr, 32)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", ehdr, 54)
+    if e_type != 4 or e_phentsize < 56:
+        return False
+    for i in range(min(e_phnum, 16)):  # Linux and gdb write the PT_NOTE first
+        ph = read(e_phoff + i * e_phentsize, 56)
+        if len(ph) < 56 or struct.unpack_from("<I", ph, 0)[0] != 4:
+            continue
+        offset, = struct.unpack_from("<Q", ph, 8)
+        filesz, = struct.unpack_from("<Q", ph, 32)
+        notes = parse_notes(read(offset, min(filesz, CORE_NOTES_READ)))
+        if any(n.name in ("VMCOREINFO", "QEMU") for n in notes):
+            return False
+        return any(n.name == "CORE" and n.type in PROCESS_NOTE_TYPES for n in notes)
+    return False
