@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kdnb.ui import format as fmt
+from kdnb.ui import tables
 from kdnb.ui.filters import LogFilter, SlabFilter, TaskChoice, TaskFilter, panic_line, panic_mask
 from kdnb.ui.summary import dump_html, dump_text, summary_facts
 
@@ -213,15 +214,15 @@ def test_display_frame_hex_and_seconds_without_touching_the_data():
     t = make_tasks()
     shown = fmt.display_frame(t)
     assert shown["address"].iloc[1] == "0xffff888000001000"
-    assert shown["last_run"].iloc[2] == "2.000000"
+    assert shown["last_run"].iloc[2] == "2.000000"  # seconds since boot, like dmesg
     assert str(t["address"].dtype) == "UInt64"  # the frame itself keeps numbers
-    html = fmt.static_table_html(t, max_rows=3)
+    html = tables.static_table_html(t, max_rows=3)
     assert "0xffff888000000000" in html and "first 3 of 10 rows" in html
 
 
 def test_table_html_has_static_rows_and_offline_itable():
     pytest.importorskip("itables")
-    html = fmt.table_html(make_log(), highlight=panic_mask(make_log()))
+    html = tables.table_html(make_log(), highlight=panic_mask(make_log()))
     assert 'class="kdnb-static"' in html and 'class="kdnb-live"' in html
     assert html.count('class="kdnb-hl"') == 3
     assert "https://" not in html.split('class="kdnb-live"')[0]

@@ -9,22 +9,19 @@ import json
 import sys
 from typing import Any, Iterable, TextIO
 
+import numpy as np
 import pandas as pd
 
+from ..ui.format import human_size as _human_size
+from ..ui.format import is_hex_name, is_size_name, one_line, seconds
+
+# Columns whose JSON/CSV values are hex strings (a JSON number cannot hold a kernel address).
 ADDRESS_COLUMNS = {"address", "task", "owner", "work", "worker", "superblock", "base", "pc", "sp"}
-SIZE_COLUMNS = {"bytes", "size", "total_bytes", "active_bytes", "rss"}
 
 
 def human_size(n: Any) -> str:
     """`1.5 MiB` for a byte count ('-' for NA)."""
-    if n is None or pd.isna(n):
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
+    return _human_size(n, na="-")
 
 
 def _seconds(v: Any) -> Any:
@@ -53,17 +50,19 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _text_cell(v: Any, column: str) -> str:
+    """A text-table cell through kdnb's display layer (crash's conventions: '-' for NA, hex
+    addresses without 0x)."""
     if isinstance(v, (list, tuple)):
         return ",".join("-" if x is None else str(x) for x in v)
     if v is None or pd.isna(v):
         return "-"
-    if column in ADDRESS_COLUMNS:
+    if is_hex_name(column) and isinstance(v, (int, np.integer)):
         return f"{int(v):x}"
-    if column in SIZE_COLUMNS:
+    if is_size_name(column):
         return human_size(v)
     if isinstance(v, pd.Timedelta):
-        return f"{v.total_seconds():.3f}s"
-    return str(v)
+        return seconds(v, 3) + "s"
+    return one_line(v)
 
 
 def table(df: pd.DataFrame, out: TextIO | None = None) -> None:
@@ -76,8 +75,8 @@ def table(df: pd.DataFrame, out: TextIO | None = None) -> None:
     cells = [[_text_cell(v, c) for v, c in zip(row, cols)] for row in df.itertuples(index=False, name=None)]
     heads = [c.upper() for c in cols]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads)]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and c not in ADDRESS_COLUMNS | SIZE_COLUMNS
-               or c in SIZE_COLUMNS for c in cols]
+    numeric = [(pd.api.types.is_numeric_dtype(df[c]) and not is_hex_name(c)) or is_size_name(c)
+               for c in cols]
 
     def line(values: Iterable[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w)

@@ -39,7 +39,7 @@ def piece(what: str, fn: Callable[[], Any]) -> Any:
 
 def table(df: Any, highlight: Any = None, page_length: int = 15) -> None:
     """Display a DataFrame as a searchable, paged table (hex addresses, first rows without JS)."""
-    from .format import TABLE_CSS, table_html
+    from .tables import TABLE_CSS, table_html
 
     if df is None:
         return

@@ -1,157 +1,227 @@
-"""Display helpers: hex addresses, readable durations, static HTML tables and itables tables.
+"""kdnb's one display layer: how a value, a column and a whole DataFrame look on screen.
 
-DataFrames keep their real dtypes (addresses are UInt64); only the *display copy* made here turns
-them into text.
+The viewer, the report, `ui.table()` and the crash-style CLI all go through here: addresses and
+offsets in hex, byte counts human-readable, durations in seconds with a fixed precision per
+column (never a raw timedelta), NA blank, no index column, lists and dicts as short text.
+DataFrames keep their real dtypes (addresses stay UInt64); only the *display copy* is text.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
-import uuid
-import warnings
-from typing import Iterable, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-# Columns shown in hex whatever their dtype (when integer).
+# Columns shown in hex whatever their integer dtype.
 HEX_COLUMNS = {"address", "base", "pc", "sp", "rip", "rsp", "rbp", "rax", "rbx", "rcx", "rdx",
                "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "cs", "ss",
                "eflags", "fs_base", "gs_base", "orig_rax", "ds", "es", "fs", "gs", "vaddr",
-               "file_offset", "start", "end", "flags", "state_raw", "paddr"}
-STATIC_ROWS = 20  # rows a reader without JavaScript sees
+               "file_offset", "offset", "start", "end", "flags", "state_raw", "paddr", "task",
+               "owner", "work", "worker", "superblock", "lock", "addr", "pointer", "object"}
+# Columns holding byte counts, shown as `1.5 MiB`.
+SIZE_COLUMNS = {"bytes", "size", "object_size", "total_bytes", "active_bytes", "rss", "memory",
+                "free_bytes", "file_size"}
+# Columns of seconds since boot (a log timestamp reads like dmesg's: microseconds).
+TIMESTAMP_COLUMNS = {"time", "timestamp", "last_run", "start_time", "enqueued", "since"}
+LIST_SHOWN = 20  # items of a list cell shown before "…"
+KINDS = ("hex", "size", "seconds", "datetime", "bool", "list", "text", "number")
 
 
-def is_hex_column(name: object, s: pd.Series) -> bool:
-    if not (pd.api.types.is_integer_dtype(s.dtype)):
-        return False
-    name = str(name)
-    return name in HEX_COLUMNS or name.endswith("_address") or name.endswith("_addr") or \
-        str(s.dtype) in ("UInt64", "uint64")
+def is_na(v: Any) -> bool:
+    """True for None, NA, NaN and NaT (False for lists and other containers)."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    if isinstance(v, (float, np.floating)):
+        return bool(np.isnan(v))
+    if isinstance(v, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(v))
+    return False
 
 
-def hex_or_blank(v: object) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    return f"{int(v):#x}"
+def _name(column: object) -> str:
+    return str(column).lower()
 
 
-def seconds(v: object) -> str:
-    if v is None or v is pd.NaT or v is pd.NA:
+def is_hex_name(column: object) -> bool:
+    """Whether a column of this name holds addresses or offsets."""
+    name = _name(column)
+    return name in HEX_COLUMNS or name.endswith(("_address", "_addr", "_offset", "_pc", "_ptr"))
+
+
+def is_size_name(column: object) -> bool:
+    """Whether a column of this name holds byte counts."""
+    name = _name(column)
+    return name in SIZE_COLUMNS or name.endswith("_bytes")
+
+
+def column_kind(column: object, s: pd.Series) -> str:
+    """How a column is shown: one of KINDS."""
+    dtype = s.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "seconds"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_integer_dtype(dtype):
+        if is_hex_name(column) or str(dtype) in ("UInt64", "uint64"):
+            return "hex"
+        return "size" if is_size_name(column) else "number"
+    if pd.api.types.is_float_dtype(dtype):
+        return "size" if is_size_name(column) else "number"
+    if dtype == object:
+        sample = next((v for v in s if not is_na(v)), None)
+        if isinstance(sample, (list, tuple, set, dict)):
+            return "list"
+        if isinstance(sample, pd.Timedelta):
+            return "seconds"
+    return "text"
+
+
+def hex_text(v: Any) -> str:
+    """`0xffffffffc059509d` ('' for NA)."""
+    return "" if is_na(v) else f"{int(v):#x}"
+
+
+hex_or_blank = hex_text
+
+
+def human_size(n: Any, na: str = "") -> str:
+    """`1.5 MiB` for a byte count (`na` for NA)."""
+    if is_na(n):
+        return na
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)  # pragma: no cover
+
+
+def seconds(v: Any, digits: int = 3, unit: bool = False) -> str:
+    """A duration (timedelta, or seconds) as seconds with `digits` decimals; '' for NA."""
+    if is_na(v):
         return ""
     try:
-        return f"{pd.Timedelta(v).total_seconds():.6f}"
+        secs = pd.Timedelta(v).total_seconds() if not isinstance(v, (int, float)) else float(v)
     except (TypeError, ValueError):
         return str(v)
+    return f"{secs:.{digits}f}" + (" s" if unit else "")
 
 
-def formatters(df: pd.DataFrame) -> dict:
-    """pandas `to_html`/Styler formatters: hex for addresses, seconds for durations."""
-    out: dict = {}
-    for col in df.columns:
-        s = df[col]
-        if is_hex_column(col, s):
-            out[col] = hex_or_blank
-        elif pd.api.types.is_timedelta64_dtype(s.dtype):
-            out[col] = seconds
-    return out
+def duration(v: Any) -> str:
+    """A duration for a sentence: `9.78 s`, `3 min 12 s`, `2 h 5 min`, `4 d 3 h` ('' for NA)."""
+    if is_na(v):
+        return ""
+    secs = pd.Timedelta(v).total_seconds() if not isinstance(v, (int, float)) else float(v)
+    if abs(secs) < 60:
+        return f"{secs:.3g} s" if abs(secs) >= 1 else f"{secs * 1000:.3g} ms"
+    mins, sec = divmod(int(round(secs)), 60)
+    hours, mins = divmod(mins, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {mins} min" if hours else f"{mins} min {sec} s"
+
+
+def when(v: Any) -> str:
+    """A wall-clock time as `2026-11-28 00:55:44 UTC` ('' for NA)."""
+    if is_na(v):
+        return ""
+    ts = pd.Timestamp(v)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(_dt.timezone.utc)
+    return ts.tz_convert(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def one_line(text: Any) -> str:
+    """Multi-line text on one line (lines joined by ' | '), for table cells."""
+    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
+    return " | ".join(parts)
+
+
+def value_text(v: Any, key: object = "") -> str:
+    """One value as text, the way its key suggests (hex for address-like keys and for integers
+    too large to be anything else, human sizes for byte counts)."""
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {value_text(x, k)}" for k, x in v.items())
+    if isinstance(v, (list, tuple, set)):
+        items = list(v)
+        shown = ", ".join(value_text(x, key) for x in items[:LIST_SHOWN])
+        return shown + (f", … ({len(items)})" if len(items) > LIST_SHOWN else "")
+    if is_na(v):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        if is_hex_name(key) or int(v) > 0xFFFFFFFF:
+            return f"{int(v):#x}"
+        return human_size(v) if is_size_name(key) else str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return human_size(v) if is_size_name(key) else f"{float(v):.4g}"
+    if isinstance(v, (pd.Timedelta, _dt.timedelta, np.timedelta64)):
+        return seconds(v, 6 if _name(key) in TIMESTAMP_COLUMNS else 3, unit=True)
+    if isinstance(v, (pd.Timestamp, _dt.datetime, np.datetime64)):
+        return when(v)
+    return one_line(v)
+
+
+def evidence_lines(evidence: Mapping[str, Any] | None) -> list[str]:
+    """Evidence of a check as readable `key: value` lines."""
+    if not evidence:
+        return []
+    return [f"{k}: {value_text(v, k)}" for k, v in evidence.items()]
+
+
+def column_text(column: object, s: pd.Series, kind: str | None = None) -> list[str]:
+    """Every cell of one column as display text (NA blank)."""
+    kind = kind or column_kind(column, s)
+    if kind == "hex":
+        return [hex_text(v) for v in s]
+    if kind == "size":
+        return [human_size(v) for v in s]
+    if kind == "seconds":
+        digits = 6 if _name(column) in TIMESTAMP_COLUMNS else 3
+        return [seconds(v, digits) for v in s]
+    if kind == "datetime":
+        return [when(v) for v in s]
+    if kind == "number" and pd.api.types.is_float_dtype(s.dtype):
+        return ["" if is_na(v) else f"{float(v):.4g}" for v in s]
+    return [value_text(v, column) for v in s]
+
+
+def with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with a meaningful index (named, or of strings) turned into its first column;
+    a plain 0..n-1 index is dropped."""
+    idx = df.index
+    meaningful = idx.name is not None or any(n is not None for n in idx.names) or \
+        (idx.dtype == object or pd.api.types.is_string_dtype(idx.dtype))
+    if not meaningful or isinstance(idx, pd.RangeIndex):
+        return df.reset_index(drop=True)
+    names = [n or ("item" if i == 0 else f"level_{i}") for i, n in enumerate(idx.names)]
+    out = df.copy()
+    out.index = idx.set_names(names)
+    return out.reset_index()
 
 
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy for display only: addresses as hex text, durations as seconds, NA as blank."""
-    out = pd.DataFrame(index=df.index)
-    fmts = formatters(df)
-    for col in df.columns:
-        s = df[col]
-        if col in fmts:
-            out[col] = [fmts[col](v) for v in s]
-        elif isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype) \
-                or s.dtype == object:
-            out[col] = s.astype(object).where(s.notna(), "").astype(str)
-        elif pd.api.types.is_bool_dtype(s.dtype):
-            out[col] = s.astype(object).where(s.notna(), "")
-        elif pd.api.types.is_extension_array_dtype(s.dtype):
-            out[col] = s.astype(object).where(s.notna(), "") if s.isna().any() else s.astype(object)
-        else:
-            out[col] = s
-    return out.reset_index(drop=True)
+    """A copy for display only: every cell text (hex, sizes, seconds, NA blank), no index."""
+    df = with_labels(df)
+    out = pd.DataFrame(index=range(len(df)))
+    for pos, col in enumerate(df.columns):
+        out.insert(pos, str(col), column_text(col, df.iloc[:, pos]), allow_duplicates=True)
+    return out
 
 
-def static_table_html(df: pd.DataFrame, max_rows: int = STATIC_ROWS,
-                      row_classes: Sequence[str] | None = None, caption: str | None = None) -> str:
-    """A plain HTML table of the first rows (readable with JavaScript off)."""
-    shown = display_frame(df.head(max_rows))
-    parts = ['<table class="kdnb-table">']
-    if caption:
-        parts.append(f"<caption>{html.escape(caption)}</caption>")
-    parts.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-                 + "</tr></thead><tbody>")
-    for i, row in enumerate(shown.itertuples(index=False)):
-        cls = row_classes[i] if row_classes is not None and i < len(row_classes) else ""
-        attr = f' class="{cls}"' if cls else ""
-        parts.append(f"<tr{attr}>" + "".join(
-            f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row) + "</tr>")
-    parts.append("</tbody></table>")
-    if len(df) > max_rows:
-        parts.append(f'<p class="kdnb-more">first {max_rows} of {len(df)} rows '
-                     "(the full table is searchable with JavaScript on)</p>")
-    return "".join(parts)
+def numeric_columns(df: pd.DataFrame) -> list[str]:
+    """Columns shown right-aligned: plain counts and numbers (not addresses, sizes or text)."""
+    df = with_labels(df)
+    return [str(c) for c in df.columns if column_kind(c, df[c]) in ("number", "size", "seconds")]
 
 
-def itable_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_length: int = 15,
-                caption: str | None = None) -> str:
-    """An itables table (searchable, sortable, paged) of the display copy of `df`.
-
-    `highlight` marks rows drawn with the `kdnb-hl` class (panic lines). Needs
-    `itables.init_notebook_mode(connected=False)` once in the notebook for offline use.
-    """
-    from itables import JavascriptFunction, to_html_datatable
-
-    shown = display_frame(df)
-    kwargs: dict = dict(pageLength=page_length, lengthMenu=[10, 15, 25, 50, 100],
-                        maxBytes=0, classes="display compact nowrap", showIndex=False,
-                        display_logo_when_loading=False)
-    if caption:
-        kwargs["caption"] = caption
-    if highlight is not None:
-        flags = list(bool(x) for x in highlight)
-        shown.insert(len(shown.columns), "_hl", flags)
-        hl_idx = len(shown.columns) - 1
-        kwargs["columnDefs"] = [{"targets": [hl_idx], "visible": False}]
-        kwargs["createdRow"] = JavascriptFunction(
-            "function (row, data, index) { if (data[%d] === true || data[%d] === 'true' || "
-            "data[%d] === 'True') { row.classList.add('kdnb-hl'); } }" % (hl_idx, hl_idx, hl_idx))
-        kwargs["allow_html"] = False
-    with warnings.catch_warnings():  # createdRow is a DataTables option itables does not list
-        warnings.simplefilter("ignore", SyntaxWarning)
-        return to_html_datatable(shown, table_id=f"kdnb_{uuid.uuid4().hex[:10]}", **kwargs)
-
-
-def table_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_length: int = 15,
-               caption: str | None = None, interactive: bool = True) -> str:
-    """Static first rows (shown without JavaScript) plus the interactive table (shown with it)."""
-    flags = None if highlight is None else [bool(x) for x in highlight]
-    row_classes = None if flags is None else ["kdnb-hl" if f else "" for f in flags]
-    static = static_table_html(df, row_classes=row_classes, caption=caption)
-    if not interactive:
-        return f'<div class="kdnb-tablebox">{static}</div>'
-    try:
-        live = itable_html(df, highlight=flags, page_length=page_length, caption=caption)
-    except ImportError:
-        return f'<div class="kdnb-tablebox">{static}</div>'
-    return (f'<div class="kdnb-tablebox"><div class="kdnb-static">{static}</div>'
-            f'<div class="kdnb-live">{live}</div>'
-            "<script>document.documentElement.classList.add('kdnb-js');</script></div>")
-
-
-TABLE_CSS = """
-<style>
-.kdnb-hl, .kdnb-hl td { background: #fde2e2 !important; color: #7a0000; font-weight: 600; }
-.kdnb-na { color: #8a6d3b; background: #fcf8e3; padding: 4px 8px; border-left: 3px solid #e0c36a; }
-.kdnb-js .kdnb-static { display: none; }
-html:not(.kdnb-js) .kdnb-live { display: none; }
-table.kdnb-table { border-collapse: collapse; font-size: 12px; }
-table.kdnb-table td, table.kdnb-table th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
-.kdnb-more { color: #666; font-size: 11px; }
-</style>
-"""
+def cell_html(text: str) -> str:
+    """A cell's text escaped for HTML."""
+    return html.escape(text)

@@ -12,7 +12,8 @@ import pandas as pd
 
 from ._safe import attempt, get, note_html
 from .filters import panic_mask
-from .format import TABLE_CSS, table_html
+from .render import html_of
+from .tables import TABLE_CSS, table_html
 from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
 
 SECTIONS = [

@@ -16,7 +16,9 @@ import pandas as pd
 
 from ._safe import attempt, get, note_html
 from .filters import LEVELS, TASK_STATES, LogFilter, SlabFilter, TaskChoice, TaskFilter, panic_mask
-from .format import TABLE_CSS, display_frame, table_html
+from .format import display_frame
+from .render import html_of
+from .tables import TABLE_CSS, datatable_options, table_html
 from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
 
 MAX_TABLE_ROWS = 5000  # rows handed to a live table; larger frames are cut (filters narrow them)
@@ -54,8 +56,8 @@ class _Table:
         if _has_itables_widget():
             from itables.widget import ITable
 
-            self.itable = ITable(pd.DataFrame(), select=select, pageLength=page_length,
-                                 lengthMenu=[10, 15, 25, 50, 100], classes="display compact nowrap")
+            self.itable = ITable(pd.DataFrame(), select=select,
+                                 **datatable_options(pd.DataFrame(), page_length))
             self.widget = self.itable
         else:
             self.widget = w.Output()
@@ -64,7 +66,8 @@ class _Table:
         self.frame = df
         shown = df.head(MAX_TABLE_ROWS)
         if self.itable is not None:
-            self.itable.update(display_frame(shown), selected_rows=[])
+            self.itable.update(display_frame(shown), selected_rows=[],
+                               **datatable_options(shown, self.page_length))
         else:
             set_html(self.widget, TABLE_CSS + table_html(shown, interactive=False),
                      f"{len(df)} rows")
@@ -266,20 +269,6 @@ class SlabView:
         return self.current
 
 
-def _html_piece(what: str, fn: Callable[[], Any]) -> str:
-    """HTML of an object (its _repr_html_, or a table, or text), or a not-available note."""
-    value, why = attempt(fn)
-    if why:
-        return note_html(what, why)
-    if hasattr(value, "_repr_html_"):
-        out, why = attempt(value._repr_html_)
-        if out is not None:
-            return out
-    if isinstance(value, pd.DataFrame):
-        return TABLE_CSS + table_html(value, interactive=False)
-    return f"<pre>{html.escape(str(value))}</pre>"
-
-
 def _stacks(dump: Any) -> pd.DataFrame:
     from ..views.stacks import stacks_display
 
@@ -287,11 +276,11 @@ def _stacks(dump: Any) -> pd.DataFrame:
 
 
 def backtraces_html(dump: Any) -> str:
-    parts = ["<h4>Panic CPU</h4>", _html_piece("panic backtrace", lambda: dump.panic_backtrace),
+    parts = ["<h4>Panic CPU</h4>", html_of("panic backtrace", lambda: dump.panic_backtrace),
              "<h4>Every CPU and every D-state task</h4>",
-             _html_piece("backtraces", lambda: dump.backtraces()),
+             html_of("backtraces", lambda: dump.backtraces()),
              "<h4>Every task's stack, grouped by identical call chain</h4>",
-             _html_piece("stacks", lambda: _stacks(dump))]
+             html_of("stacks", lambda: _stacks(dump))]
     return TABLE_CSS + "".join(parts)
 
 
@@ -314,9 +303,9 @@ class DumpViewer:
         self.log = self._step("kernel log", lambda: LogView(dump))
         self.backtraces = self._step("backtraces", lambda: w.HTML(backtraces_html(dump)))
         self.validation = self._step("validation",
-                                     lambda: w.HTML(_html_piece("validation", dump.validate)))
+                                     lambda: w.HTML(html_of("validation", dump.validate)))
         self.rootcause = self._step("root cause",
-                                    lambda: w.HTML(_html_piece("root cause", dump.root_cause)))
+                                    lambda: w.HTML(html_of("root cause", dump.root_cause)))
         self.bar.bar_style, self.bar.description, self.step.value = "success", "ready", ""
         children = [self.summary, self.tasks.widget, self.slab.widget, self.log.widget,
                     self.backtraces, self.validation, self.rootcause]

@@ -1,0 +1,114 @@
+"""The display layer (kdnb.ui.format / tables / render) on the bundled real dumps: what a person
+sees has hex addresses and offsets, human sizes, seconds (never a raw timedelta), no `<NA>`, no
+index column, labelled rows, evidence as `key: value` lines, text left-aligned."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from kdnb.ui import format as fmt
+from kdnb.ui import render, tables
+
+from .test_ui import make_log, make_tasks, sample_dumps
+
+DECIMAL_KERNEL_ADDRESS = re.compile(r"(?<![0-9a-fx])18446\d{15}(?!\d)")
+RAW_TIMEDELTA = re.compile(r"\d+ days? \d\d:\d\d:\d\d")
+
+
+def assert_readable(text: str) -> None:
+    assert not DECIMAL_KERNEL_ADDRESS.search(text), DECIMAL_KERNEL_ADDRESS.search(text)
+    assert "&lt;NA&gt;" not in text and "<NA>" not in text and ">nan<" not in text
+    assert not RAW_TIMEDELTA.search(text), RAW_TIMEDELTA.search(text)
+
+
+def test_values():
+    assert fmt.human_size(0) == "0 B" and fmt.human_size(128073728) == "122.1 MiB"
+    assert fmt.seconds(pd.Timedelta("9.783203150s")) == "9.783"
+    assert fmt.seconds(pd.Timedelta("9.783203150s"), 6) == "9.783203"
+    assert fmt.duration(pd.Timedelta("0 days 00:00:09.791012911")) == "9.79 s"
+    assert fmt.duration(pd.Timedelta(hours=50)) == "2 d 2 h"
+    assert fmt.value_text(0xffffffffc059509d) == "0xffffffffc059509d"
+    assert fmt.value_text(4096, "total_bytes") == "4.0 KiB"
+    assert fmt.value_text(pd.NA) == "" and fmt.value_text(None) == ""
+    assert fmt.value_text("a\nb") == "a | b"
+    assert fmt.evidence_lines({"rip": 0xffffffffc059509d, "pages": 12, "names": ["a", "b"]}) == [
+        "rip: 0xffffffffc059509d", "pages: 12", "names: a, b"]
+
+
+def test_display_frame_labels_and_kinds():
+    mem = pd.DataFrame({"pages": pd.array([10, 4], dtype="Int64"),
+                        "bytes": pd.array([40960, 16384], dtype="Int64"),
+                        "proc": pd.array(["MemTotal", pd.NA], dtype="string")},
+                       index=pd.Index(["total", "free"], name="item"))
+    shown = fmt.display_frame(mem)
+    assert list(shown.columns) == ["item", "pages", "bytes", "proc"]
+    assert list(shown["item"]) == ["total", "free"] and list(shown["bytes"]) == ["40.0 KiB", "16.0 KiB"]
+    assert list(shown["proc"]) == ["MemTotal", ""]
+    t = fmt.display_frame(make_tasks())
+    assert "index" not in t.columns and t["is_kthread"].iloc[0] == "yes"
+    assert fmt.numeric_columns(make_log()) == ["seq", "time", "level"]
+
+
+def test_table_alignment_and_no_index():
+    log = make_log()
+    opts = tables.datatable_options(log)
+    left = [d for d in opts["columnDefs"] if d.get("className") == "dt-left"][0]["targets"]
+    assert list(log.columns).index("text") in left and opts["showIndex"] is False
+    assert opts["scrollX"] is True
+    html = tables.static_table_html(log)
+    assert '<td class="kdnb-txt">Kernel panic - not syncing: hung_task: blocked tasks</td>' in html
+    assert '<td class="kdnb-num">17.400000</td>' in html
+
+
+@pytest.fixture(scope="module", params=sample_dumps()[:2], ids=lambda p: p.parent.name)
+def dump(request):
+    import kdnb
+
+    with kdnb.open(request.param) as d:
+        yield d
+
+
+def test_backtraces_read_as_text(dump):
+    bt = dump.panic_backtrace
+    shown = fmt.display_frame(bt)
+    kernel = (bt["kind"].astype(str) != "user").to_numpy()
+    assert all(v.startswith("0xffff") for v in shown["pc"][kernel])
+    assert all(v.startswith("0x") for v in shown["sp"])
+    assert all(v == "" or v.startswith("0x") for v in shown["offset"])
+    assert "" in set(shown["module"]) or bt["module"].notna().all()
+    html = render.html_of("backtraces", dump.backtraces)
+    assert "<table" in html and "dataframe" not in html  # not pandas' to_html
+    assert_readable(html)
+    from kdnb.views.stacks import stacks_display
+
+    assert_readable(tables.static_table_html(stacks_display(dump.stacks), max_rows=1000))
+
+
+def test_validation_and_root_cause_html(dump):
+    v = dump.validate()
+    html = render.checks_html(v)
+    assert_readable(html)
+    assert "{'" not in html and "=0x" not in html
+    passes = sum(c.status == "pass" for c in v.items)
+    if passes == len(v.items):
+        assert f"all {len(v.items)} checks pass" in html
+    for c in v.items:
+        for key in c.evidence:
+            assert f"{key}: " in html
+    rc = render.rootcause_html(dump.root_cause())
+    assert_readable(rc)
+    assert dump.root_cause().category in rc and "confidence" in rc
+
+
+def test_every_view_renders_readably(dump):
+    for name in ("tasks", "modules", "slab", "meminfo", "cpus", "segments", "log"):
+        df = getattr(dump, name)
+        assert_readable(tables.static_table_html(df, max_rows=len(df)))
+    mem = tables.static_table_html(dump.meminfo, max_rows=100)
+    assert "<th class=\"kdnb-txt\">item</th>" in mem and ">total<" in mem
+    mods = fmt.display_frame(dump.modules)
+    assert all(b.startswith("0xffffffff") for b in mods["base"])
+    assert all(s.endswith(("KiB", "MiB", " B")) for s in mods["size"])
