@@ -19,8 +19,19 @@ from .samples import open_sample, samples
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """`kdnb.triage` and `kdnb.buckets` (fleet triage) import dask only when first used."""
+    if name in ("triage", "buckets"):
+        from . import fleet
+
+        return getattr(fleet, name)
+    raise AttributeError(f"module 'kdnb' has no attribute {name!r}")
+
+
 __all__ = [
     "Dump", "open", "KdnbError", "FormatError", "CorruptDump", "TruncatedDump",
     "PageNotInDump", "FaultError", "SymbolNotFound", "TypeNotFound", "CorruptStructure",
     "MissingDebugInfo", "VmlinuxMismatch", "readiness", "samples", "open_sample", "__version__",
+    "triage", "buckets",
 ]

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     system_cli.add_subparser(sub)
     from . import crash_cli
     crash_cli.add_subparser(sub)  # after system_cli: `kmem -s` joins its `kmem`
+    from .fleet import fleet_cli
+    fleet_cli.add_subparser(sub)
     why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
     why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     why.add_argument("--json", action="store_true", help="machine-readable output")
