@@ -168,6 +168,21 @@ def test_cache_recomputes_only_changed_dumps(fleet: dict, local_df: pd.DataFrame
     assert not third.set_index("path").loc[changed, "cached"]
 
 
+def test_a_worker_keeps_no_dump_alive(fleet: dict):
+    """Memory per worker stays bounded: after a triage no Kernel of a triaged dump is left."""
+    import gc
+
+    from kdnb.kernel.kernel import Kernel
+
+    def kernels() -> int:
+        gc.collect()
+        return sum(isinstance(o, Kernel) for o in gc.get_objects())
+
+    before = kernels()
+    triage(sorted(fleet["good"])[:2], workers=0, cache=False, progress=False)
+    assert kernels() == before
+
+
 def test_report_is_one_offline_file(fleet: dict, local_df: pd.DataFrame):
     from kdnb.ui.report import remote_references
 

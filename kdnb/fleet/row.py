@@ -83,30 +83,50 @@ def _fill(row: dict[str, Any], item: Item) -> None:
     from ..api import Dump
 
     with Dump(item.paths if len(item.paths) > 1 else item.path) as d:
-        info = d.vmcoreinfo
-        uts = d.header.get("utsname") or {}
-        row.update(format=d.format, release=info.get("OSRELEASE") or uts.get("release"),
-                   build_id=info.get("BUILD-ID"), hostname=uts.get("nodename"))
-        if info.get("CRASHTIME", "").isdigit():
-            row["crash_time"] = datetime.fromtimestamp(int(info["CRASHTIME"]), tz=timezone.utc)
-        validation = d.validate()
-        row["verdict"] = validation.verdict
-        rc = d.root_cause()
-        _sys(row, d)
-        frames = [f for f in (parse_frame(str(t)) for t in
-                              rc.evidence.loc[rc.evidence["kind"] == "frame", "text"]) if f]
-        func, mod = guilty_frame((rc.culprit.function, rc.culprit.module), frames)
-        row.update(category=rc.category, guilty_function=func, guilty_module=mod,
-                   comm=rc.culprit.comm, confidence=float(rc.confidence), message=rc.message,
-                   answer=" -> ".join(step["what"] for step in rc.chain),
-                   frames=frame_chain([(func, mod)] + frames) if func else frame_chain(frames))
-        row["title"] = title(rc.category, func, mod, rc.message)
-        if row["verdict"] in ERROR_VERDICTS:
-            failed = next((c for c in validation.items if c.status == "fail" and c.blocking),
-                          None)
-            row["error"] = f"capture {row['verdict']}: " + (failed.detail if failed else "")
-        else:
-            row["signature"] = signature(row["title"])
+        try:
+            _fill_open(row, d)
+        finally:
+            _drop_stack_memo(d)
+
+
+def _drop_stack_memo(d: Any) -> None:
+    """Forget the dump's stack-walk context. Workaround: kdnb.views.stackwalk keeps one per
+    kernel in a WeakKeyDictionary whose value holds its key, so the kernel (and ~40 MiB per
+    dump) never goes, and a worker that triages thousands of dumps would grow without bound."""
+    from ..views import stackwalk
+
+    memo = getattr(stackwalk, "_unwinders", None)
+    kernel = d.__dict__.get("kernel")
+    if memo is not None and kernel is not None:
+        memo.pop(kernel, None)
+
+
+def _fill_open(row: dict[str, Any], d: Any) -> None:
+    """Fill the row from an opened dump: identity, verdict, root cause, title, signature."""
+    info = d.vmcoreinfo
+    uts = d.header.get("utsname") or {}
+    row.update(format=d.format, release=info.get("OSRELEASE") or uts.get("release"),
+               build_id=info.get("BUILD-ID"), hostname=uts.get("nodename"))
+    if info.get("CRASHTIME", "").isdigit():
+        row["crash_time"] = datetime.fromtimestamp(int(info["CRASHTIME"]), tz=timezone.utc)
+    validation = d.validate()
+    row["verdict"] = validation.verdict
+    rc = d.root_cause()
+    _sys(row, d)
+    frames = [f for f in (parse_frame(str(t)) for t in
+                          rc.evidence.loc[rc.evidence["kind"] == "frame", "text"]) if f]
+    func, mod = guilty_frame((rc.culprit.function, rc.culprit.module), frames)
+    row.update(category=rc.category, guilty_function=func, guilty_module=mod,
+               comm=rc.culprit.comm, confidence=float(rc.confidence), message=rc.message,
+               answer=" -> ".join(step["what"] for step in rc.chain),
+               frames=frame_chain([(func, mod)] + frames) if func else frame_chain(frames))
+    row["title"] = title(rc.category, func, mod, rc.message)
+    if row["verdict"] in ERROR_VERDICTS:
+        failed = next((c for c in validation.items if c.status == "fail" and c.blocking),
+                      None)
+        row["error"] = f"capture {row['verdict']}: " + (failed.detail if failed else "")
+    else:
+        row["signature"] = signature(row["title"])
 
 
 def _sys(row: dict[str, Any], d: Any) -> None:
