@@ -4,6 +4,7 @@ searchable in headless Chromium with the network off, first rows readable withou
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import time
@@ -17,8 +18,11 @@ pytest.importorskip("papermill")
 pytest.importorskip("nbconvert")
 pytest.importorskip("itables")
 
-from kdnb.ui import sections  # noqa: E402
+from kdnb.ui import sections, sections_data  # noqa: E402
 from kdnb.ui.report import make_report, offline_html, remote_references  # noqa: E402
+
+
+DECIMAL_KERNEL_ADDRESS = re.compile(r"(?<![0-9a-fx.])18446\d{15}(?!\d)")
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +31,88 @@ def report(tmp_path_factory) -> tuple[Path, str, object]:
     if not dumps:
         pytest.skip("no bundled sample and no corpus dump")
     out = tmp_path_factory.mktemp("report") / "report.html"
-    rep = make_report(dumps[0], out)
+    lines: list[str] = []
+    rep = make_report(dumps[0], out, progress=lines.append)
+    rep.progress = lines
     return out, out.read_text(encoding="utf-8"), rep
 
 
-def test_report_sections_and_time(report):
+def test_report_sections_in_order_and_time(report):
     path, text, rep = report
-    for key, title in sections.SECTIONS:
-        assert f'id="kdnb-{key}"' in text, f"section {title} missing"
+    where = [text.find(f'id="kdnb-{key}"') for key, _ in sections.SECTIONS]
+    assert all(w > 0 for w in where), [k for (k, _), w in zip(sections.SECTIONS, where) if w < 0]
+    assert where == sorted(where), "sections out of order"
     assert "kdnb-rawmemory" not in text  # raw bytes only with include_memory
-    assert rep.seconds < 60, str(rep)  # goal < 30 s on the reference machine
+    # the goal is < 10 s; other jobs on a busy machine (load above its cores) stretch the time
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    assert rep.seconds < (20 if busy else 10), str(rep)
     assert path.stat().st_size < 20 * 2**20
+    assert rep.progress[0].startswith("[1/") and "the kernel log" in " ".join(rep.progress)
+    assert rep.progress[-1] == "rendering the HTML"
+
+
+def _section(text: str, key: str) -> str:
+    keys = [k for k, _ in sections.SECTIONS]
+    start = text.index(f'id="kdnb-{key}"')
+    nxt = keys.index(key) + 1
+    end = text.index(f'id="kdnb-{keys[nxt]}"') if nxt < len(keys) else len(text)
+    return text[start:end]
+
+
+def test_report_tells_the_story(report):
+    _, text, _ = report
+    import kdnb
+
+    with kdnb.open(sample_dumps()[0]) as d:
+        info, rc, release = d.sys_info, d.root_cause(), d.vmcoreinfo["OSRELEASE"]
+        cmdline = d.cmdline
+    verdict = _section(text, "verdict")
+    assert rc.category in verdict and f"{rc.confidence:.0%}" in verdict and rc.culprit.comm in verdict
+    system = _section(text, "system")
+    for label in ("hostname", "command line", "uptime", "load average", "memory", "taints"):
+        assert f"<th>{label}</th>" in system, label
+    assert release in system and cmdline.split()[0] in system
+    assert f"{info['load_avg_1']:.2f}" in system and " days " not in system
+    timeline = _section(text, "timeline")
+    assert 'class="kdnb-hl"' in timeline and ">panic<" in timeline
+    assert "<b>CPU 0</b>" in _section(text, "cpus")
+    assert "distinct stacks" in _section(text, "stacks")
+    memory = _section(text, "memory")
+    assert ">total<" in memory and ">free<" in memory and "MiB" in memory
+    validation = _section(text, "validation")
+    assert "checks pass" in validation
+    regs = _section(text, "registers")
+    assert ">r15<" in regs and ">rip<" in regs
+    assert not DECIMAL_KERNEL_ADDRESS.search(text), DECIMAL_KERNEL_ADDRESS.search(text)
+    assert "&lt;NA&gt;" not in text and not re.search(r"\d+ days \d\d:", text)
+
+
+def test_report_of_a_truncated_dump_says_why(tmp_path):
+    dumps = [p for p in sample_dumps() if "kdump" in p.name]
+    if not dumps:
+        pytest.skip("no kdump-compressed sample")
+    data = dumps[0].read_bytes()
+    cut = tmp_path / "vmcore.truncated"
+    cut.write_bytes(data[: len(data) // 5])
+    rep = make_report(cut, tmp_path / "r.html")
+    text = rep.path.read_text(encoding="utf-8")
+    top = _section(text, "verdict")
+    assert "This dump is UNUSABLE" in top and "file.truncated" in top and "truncated" in top
+    assert "could not decide why the kernel died" in top
+    assert "unknown (20%)" not in top
+
+
+def test_report_fails_fast_on_a_file_that_is_not_a_dump(tmp_path, capsys):
+    from kdnb import cli
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a vmcore\n" * 100)
+    t0 = time.perf_counter()
+    assert cli.main(["report", str(text), "-o", str(tmp_path / "r.html")]) == cli.EXIT_ERROR
+    assert time.perf_counter() - t0 < 1.5
+    err = capsys.readouterr().err
+    assert "not a crash dump" in err and "kdnb report: [" not in err
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_report_has_no_code_and_no_network(report):
@@ -68,7 +143,7 @@ def test_offline_html_strips_links():
 def test_raw_memory_section_only_on_request():
     d = FakeDump()
     d.read = lambda addr, size: bytes(range(size))
-    html = sections.raw_memory(d, size=32)
+    html = sections_data.raw_memory(d, size=32)
     assert 'id="kdnb-rawmemory"' in html and "00 01 02 03" in html
     assert "rawmemory" not in sections.toc(include_memory=False)
 
@@ -78,7 +153,7 @@ def test_cli_report_defaults(tmp_path, monkeypatch, capsys):
 
     calls = {}
 
-    def fake(path, out, include_memory=False):
+    def fake(path, out, include_memory=False, progress=None):
         calls.update(path=path, out=out, include_memory=include_memory)
 
         class R:

@@ -1,13 +1,15 @@
-"""`kdnb report`: execute the report notebook with papermill, render it with nbconvert through the
+"""`kdnb report`: execute the report notebook with nbclient, render it with nbconvert through the
 kdnb_report template into ONE offline HTML file (no code, no network resource)."""
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from ..errors import KdnbError
@@ -42,8 +44,16 @@ class Report:
                 f"(execute {self.execute_seconds:.1f} s, render {self.render_seconds:.1f} s)")
 
 
+def _skip_iri_grammar() -> None:
+    """jsonschema (under nbformat) imports rfc3987_syntax when it is installed, to check IRI
+    formats no notebook schema uses; building that grammar costs ~2.5 s per process. Mark it
+    absent unless something in this process loaded it already."""
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def report_notebook():
     """The report notebook (jupytext percent file shipped with the package) as a NotebookNode."""
+    _skip_iri_grammar()
     import jupytext
 
     nb = jupytext.read(REPORT_NOTEBOOK)
@@ -66,6 +76,7 @@ def _clean(nb) -> None:
 
 def render_html(nb, title: str = "kdnb report") -> str:
     """nbconvert through the kdnb_report template, code cells and prompts excluded."""
+    _skip_iri_grammar()
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATES)])
@@ -92,28 +103,66 @@ def remote_references(text: str) -> list[str]:
     return [text[max(0, m.start() - 40):m.end() + 40] for m in REMOTE_RE.finditer(text)]
 
 
-def execute(dump: str, include_memory: bool = False, timeout: int = 600):
-    """Run the report notebook on `dump` with papermill; return the executed notebook."""
-    import nbformat
-    import papermill
+def _progress_label(cell) -> str | None:
+    """The `# kdnb: <what>` first line of a report cell, if any."""
+    first = cell.source.lstrip().split("\n", 1)[0]
+    return first[len("# kdnb:"):].strip() if first.startswith("# kdnb:") else None
 
-    nb = report_notebook()
+
+def with_parameters(nb, values: dict):
+    """The notebook with a cell setting `values` right after its `parameters` cell (what
+    papermill injects; values are str/bool/int/None, written as Python literals)."""
+    import nbformat
+
+    params = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    if not params:
+        raise KdnbError(f"{REPORT_NOTEBOOK}: no cell tagged 'parameters'")
+    source = "\n".join(f"{k} = {v!r}" for k, v in values.items())
+    cell = nbformat.v4.new_code_cell(source=source, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(params[0] + 1, cell)
+    return nb
+
+
+def execute(dump: str, include_memory: bool = False, timeout: int = 600,
+            progress: Callable[[str], None] | None = None):
+    """Run the report notebook on `dump` (nbclient); return the
+    executed notebook. `progress(line)` is called as each section starts. The kernel's own
+    stderr (ipykernel's start-up chatter) is kept out of the terminal and only shown when the
+    notebook fails."""
+    _skip_iri_grammar()
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = with_parameters(report_notebook(), {"dump_path": dump, "include_memory": include_memory})
+    labels = [_progress_label(c) if c.cell_type == "code" else None for c in nb.cells]
+    total = sum(1 for x in labels if x)
+    done = [0]
+
+    def started(cell, cell_index: int) -> None:
+        label = labels[cell_index] if cell_index < len(labels) else None
+        if label and progress is not None:
+            done[0] += 1
+            progress(f"[{done[0]}/{total}] {label}")
+
     pkg_root = str(Path(__file__).resolve().parents[2])
     old = os.environ.get("PYTHONPATH")
     # The kernel must import this very kdnb even when it is not installed.
     os.environ["PYTHONPATH"] = pkg_root + (os.pathsep + old if old else "")
     try:
-        with tempfile.TemporaryDirectory(prefix="kdnb-report-") as tmp:
-            src, dst = Path(tmp) / "report.ipynb", Path(tmp) / "report.out.ipynb"
-            nbformat.write(nb, src)
+        with tempfile.TemporaryDirectory(prefix="kdnb-report-") as tmp, \
+                open(Path(tmp) / "kernel.stderr", "w+b") as err:
+            client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL,
+                                    resources={"metadata": {"path": tmp}}, on_cell_start=started,
+                                    shutdown_kernel="immediate")
             try:
-                papermill.execute_notebook(
-                    str(src), str(dst), parameters={"dump_path": dump, "include_memory": include_memory},
-                    kernel_name=KERNEL, progress_bar=False, log_output=False, cwd=tmp,
-                    execution_timeout=timeout)
-            except papermill.PapermillExecutionError as exc:
+                client.execute(stderr=err, stdout=err)
+            except CellExecutionError as exc:
                 raise KdnbError(f"report notebook failed on {dump}: {exc.ename}: {exc.evalue}") from exc
-            return nbformat.read(dst, as_version=4)
+            except RuntimeError as exc:  # the kernel died or never started
+                err.seek(0)
+                tail = err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+                raise KdnbError(f"report kernel failed on {dump}: {exc}; {' / '.join(tail)}") from exc
+            return nb
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
@@ -121,15 +170,25 @@ def execute(dump: str, include_memory: bool = False, timeout: int = 600):
             os.environ["PYTHONPATH"] = old
 
 
+def check_dump(path: str) -> None:
+    """Raise a KdnbError now (before any kernel starts) when `path` is not a readable dump."""
+    from ..dump import open_dump
+
+    open_dump(path).close()
+
+
 def make_report(path: "str | os.PathLike | None" = None, out: "str | os.PathLike" = "report.html",
-                include_memory: bool = False, timeout: int = 600) -> Report:
-    """Write an offline HTML report on the dump at `path` (None: the first bundled sample)."""
+                include_memory: bool = False, timeout: int = 600,
+                progress: Callable[[str], None] | None = None) -> Report:
+    """Write an offline HTML report on the dump at `path` (None: the first bundled sample);
+    `progress(line)` hears about each section as it is written."""
     t0 = time.perf_counter()
     dump = os.path.abspath(resolve_dump(path))
-    if not os.path.exists(dump):
-        raise KdnbError(f"{dump}: no such file")
-    nb = execute(dump, include_memory=include_memory, timeout=timeout)
+    check_dump(dump)
+    nb = execute(dump, include_memory=include_memory, timeout=timeout, progress=progress)
     t1 = time.perf_counter()
+    if progress is not None:
+        progress("rendering the HTML")
     _clean(nb)
     text = render_html(nb, title=f"kdnb report: {os.path.basename(dump)}")
     out = Path(out)

@@ -1,4 +1,6 @@
-"""The report's sections as HTML strings (used by the report notebook; each degrades to a note).
+"""The report's story as HTML sections, in the order a post-mortem reader needs them: the verdict
+and the answer, the system, the last seconds, what each CPU was doing, the evidence; the data
+sections follow (kdnb.ui.sections_data). Each section degrades to a note.
 
 Every section starts with `<h2 id="kdnb-<key>">`, so tests and readers can find it.
 """
@@ -6,203 +8,223 @@ Every section starts with `<h2 id="kdnb-<key>">`, so tests and readers can find 
 from __future__ import annotations
 
 import html
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from ._safe import attempt, get, note_html
-from .filters import panic_mask
-from .render import html_of
+from .format import duration, human_size, value_text, when
+from .render import VERDICT_COLOURS, checks_html, evidence_html, rootcause_html
 from .tables import TABLE_CSS, table_html
-from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
+from .timeline import timeline as build_timeline
 
 SECTIONS = [
-    ("summary", "Summary"),
-    ("rootcause", "Root cause"),
-    ("validation", "Capture validation"),
+    ("verdict", "Verdict and answer"),
+    ("system", "The system"),
+    ("timeline", "The last seconds"),
+    ("cpus", "What each CPU was doing"),
+    ("evidence", "Evidence"),
+    ("stacks", "Stacks of every task"),
     ("log", "Kernel log"),
-    ("backtraces", "Backtraces"),
-    ("tasks", "Tasks"),
-    ("slab", "Slab caches"),
     ("memory", "Memory"),
     ("modules", "Modules"),
-    ("cpus", "CPU registers"),
+    ("validation", "Capture validation"),
+    ("tasks", "Tasks"),
+    ("slab", "Slab caches"),
+    ("registers", "CPU registers"),
     ("segments", "Dump coverage"),
 ]
 RAW_MEMORY = ("rawmemory", "Raw memory")
+REPORT_CSS = """
+<style>
+.kdnb-banner { padding: 8px 12px; margin: 8px 0; border-left: 5px solid #cf222e; background: #fff1f0; }
+.kdnb-banner.degraded { border-color: #9a6700; background: #fff8e5; }
+.kdnb-answer { font-size: 15px; }
+table.kdnb-facts th { text-align: left; padding-right: 1.5em; vertical-align: top; white-space: nowrap; }
+table.kdnb-facts td { white-space: normal; font-family: inherit; }
+.kdnb-toc a { margin-right: 1em; }
+</style>
+"""
 
 
 def heading(key: str) -> str:
+    """The `<h2>` of a section, with its anchor."""
     title = dict(SECTIONS + [RAW_MEMORY])[key]
     return f'<h2 id="kdnb-{key}">{html.escape(title)}</h2>'
 
 
 def toc(include_memory: bool = False) -> str:
+    """Links to every section."""
     items = SECTIONS + ([RAW_MEMORY] if include_memory else [])
     links = "".join(f'<a href="#kdnb-{k}">{html.escape(t)}</a>' for k, t in items)
     return f'<nav class="kdnb-toc">{links}</nav>'
 
 
-def _obj_html(what: str, fn: Callable[[], Any]) -> str:
-    value, why = attempt(fn)
-    if why:
-        return note_html(what, why)
-    rendered, why = attempt(value._repr_html_) if hasattr(value, "_repr_html_") else (None, None)
-    if rendered:
-        return rendered
-    return f"<pre>{html.escape(str(value))}</pre>"
+def css() -> str:
+    """The report's style sheet (tables and sections)."""
+    return TABLE_CSS + REPORT_CSS
 
 
-def _frame(dump: Any, what: str, attr: str) -> tuple[pd.DataFrame | None, str]:
-    df, why = get(dump, attr)
-    return df, ("" if df is not None else note_html(what, why or "?"))
+def _facts(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in rows if v not in (None, ""))
+    return f"<table class='kdnb-table kdnb-facts'>{body}</table>"
 
 
-def summary(dump: Any) -> str:
-    from .summary import dump_html
+def banner(dump: Any) -> str:
+    """Why this dump cannot be fully trusted, at the top: its verdict and the failing or
+    warning checks, or '' for a usable dump."""
+    v, why = attempt(dump.validate)
+    if v is None:
+        return f"<div class='kdnb-banner'><b>The capture could not be validated</b>: {html.escape(why or '?')}</div>"
+    if v.verdict == "usable":
+        return ""
+    bad = [c for c in v.items if c.status in ("fail", "warn")]
+    bad.sort(key=lambda c: c.status != "fail")
+    items = "".join(f"<li><code>{html.escape(c.check)}</code> ({c.status}): {html.escape(c.detail)}"
+                    + (f" <i>{html.escape(c.consequence)}</i>" if c.consequence else "") + "</li>"
+                    for c in bad[:6])
+    more = f"<li>… {len(bad) - 6} more in Capture validation</li>" if len(bad) > 6 else ""
+    cls = "degraded" if v.verdict == "degraded" else ""
+    return (f"<div class='kdnb-banner {cls}'><b>This dump is {html.escape(v.verdict.upper())}</b>: "
+            f"what follows is read from what the dump holds, and some of it is missing. Why:"
+            f"<ul>{items}{more}</ul></div>")
 
-    return heading("summary") + dump_html(dump)
 
-
-def rootcause(dump: Any) -> str:
-    return heading("rootcause") + _obj_html("root cause", dump.root_cause)
-
-
-def validation(dump: Any) -> str:
-    return heading("validation") + _obj_html("capture validation", dump.validate)
-
-
-def log(dump: Any) -> str:
-    out = [heading("log")]
-    df, note = _frame(dump, "kernel log", "log")
-    if df is None:
-        return out[0] + note
-    mask = panic_mask(df)
-    cols = [c for c in ("seq", "time", "level_name", "caller", "text") if c in df]
-    if mask.any():
-        out.append("<h3>Lines that explain the crash</h3>")
-        out.append(table_html(df.loc[mask, cols], highlight=[True] * int(mask.sum()),
-                              interactive=False))
-    out.append(f"<h3>Every line ({len(df)})</h3>")
-    out.append("<p>Lines that explain the crash are highlighted. Search the table to filter.</p>")
-    out.append(table_html(df[cols], highlight=mask.to_numpy(), page_length=25))
-    out.append(figure_html(log_rate(df), "log lines per second before the crash"))
+def verdict(dump: Any) -> str:
+    """The capture verdict and the root cause (category, culprit, the why, confidence)."""
+    out = [heading("verdict"), banner(dump)]
+    v, why = attempt(dump.validate)
+    if v is not None:
+        colour = VERDICT_COLOURS.get(v.verdict, "#444")
+        out.append(f"<p class='kdnb-answer'>Capture: <b class='kdnb-verdict' style='color:{colour}'>"
+                   f"{html.escape(v.verdict.upper())}</b> — {html.escape(v.summary)}</p>")
+    rc, why = attempt(dump.root_cause)
+    if rc is None:
+        return "".join(out) + note_html("root cause", why or "?")
+    out.append(rootcause_html(rc, evidence=False))
+    if rc.category == "unknown":
+        reasons = list(getattr(rc, "notes", []) or [])
+        out.append("<p><b>kdnb could not decide why the kernel died</b>"
+                   + (": " + html.escape(reasons[0]) if reasons else
+                      ": the log holds no panic, Oops, BUG or lockup report") + "</p>")
     return "".join(out)
 
 
-def backtraces(dump: Any) -> str:
-    out = [heading("backtraces"), "<h3>The CPU that panicked</h3>"]
-    bt, why = get(dump, "panic_backtrace")
-    out.append(table_html(bt, interactive=False) if bt is not None
-               else note_html("panic backtrace", why or "?"))
-    out.append("<h3>Every CPU and every task in D state</h3>")
-    all_bt, why = attempt(dump.backtraces)
-    out.append(table_html(all_bt, page_length=25) if all_bt is not None
-               else note_html("backtraces", why or "?"))
-    out.append("<h3>Every task's stack, grouped by identical call chain</h3>")
-    stacks, why = get(dump, "stacks")
-    if stacks is not None:
-        from ..views.stacks import stacks_display
-
-        out.append(table_html(stacks_display(stacks), page_length=25))
-    else:
-        out.append(note_html("stacks", why or "?"))
-    return "".join(out)
+def _cmdline(dump: Any, log: pd.DataFrame | None) -> str | None:
+    value, _ = get(dump, "cmdline")
+    if value:
+        return str(value)
+    if log is not None and len(log) and "text" in log:
+        text = log["text"].astype(object).fillna("").astype(str)
+        hits = text[text.str.startswith("Command line: ")]
+        if len(hits):
+            return hits.iloc[0][len("Command line: "):] + " (from the log)"
+    return None
 
 
-def tasks(dump: Any) -> str:
-    df, note = _frame(dump, "tasks", "tasks")
-    if df is None:
-        return heading("tasks") + note
-    cols = [c for c in ("pid", "tgid", "ppid", "comm", "state", "cpu", "is_current",
-                        "is_kthread", "prio", "policy", "last_run", "utime", "stime",
-                        "rss_pages", "address") if c in df]
-    counts = ""
-    if "state" in df:
-        vc = df["state"].astype(object).value_counts()
-        counts = "<p>" + ", ".join(f"{int(n)} in state <b>{html.escape(str(s))}</b>"
-                                   for s, n in vc.items()) + "</p>"
-    return (heading("tasks") + f"<p>{len(df)} tasks (threads and idle tasks included).</p>"
-            + counts + '<div id="kdnb-tasks-table">' + table_html(df[cols], page_length=25)
-            + "</div>" + figure_html(task_states_by_cpu(df), "task states by CPU"))
+def _memory_line(info: dict, meminfo: pd.DataFrame | None) -> str | None:
+    total = info.get("memory")
+    if meminfo is None or "bytes" not in meminfo:
+        return human_size(total) if total else None
+    by = {str(k): v for k, v in zip(meminfo.index.astype(str), meminfo["bytes"]) if pd.notna(v)}
+    total = by.get("total", total)
+    parts = [f"{human_size(total)} total"] if total else []
+    for key in ("free", "used", "cached", "slab_unreclaimable"):
+        if key in by:
+            parts.append(f"{human_size(by[key])} {key.replace('_', ' ')}")
+    return ", ".join(parts) or None
 
 
-def slab(dump: Any) -> str:
-    df, note = _frame(dump, "slab caches", "slab")
-    if df is None:
-        return heading("slab") + note
-    if "total_bytes" in df:
-        df = df.sort_values("total_bytes", ascending=False, kind="stable")
-    return (heading("slab") + f"<p>{len(df)} caches, largest first.</p>"
-            + table_html(df, page_length=15) + figure_html(top_slab_caches(df), "top slab caches"))
+def _taints(info: dict, modules: pd.DataFrame | None) -> str | None:
+    letters = info.get("tainted")
+    who = []
+    if modules is not None and "taints" in modules:
+        tainted = modules[modules["taints"].astype(object).fillna("").astype(str) != ""]
+        who = [f"{n} ({t})" for n, t in zip(tainted["name"], tainted["taints"])]
+    if not letters and not who:
+        return "not tainted" if info else None
+    return (letters or "") + (f" — modules: {', '.join(who)}" if who else "")
 
 
-def memory(dump: Any) -> str:
-    df, note = _frame(dump, "memory counters", "meminfo")
-    if df is None:
-        return heading("memory") + note
-    return (heading("memory") + table_html(df, interactive=False)
-            + figure_html(memory_breakdown(df), "memory breakdown"))
+def system(dump: Any) -> str:
+    """Hostname, release, command line, uptime, load, memory, taints."""
+    info, why = get(dump, "sys_info")
+    info = info or {}
+    log, _ = get(dump, "log")
+    meminfo, _ = get(dump, "meminfo")
+    modules, _ = get(dump, "modules")
+    vmci, _ = get(dump, "vmcoreinfo")
+    loads = [info.get(k) for k in ("load_avg_1", "load_avg_5", "load_avg_15")]
+    rows = [("hostname", info.get("nodename")),
+            ("release", info.get("release") or (vmci or {}).get("OSRELEASE")),
+            ("version", info.get("version")), ("machine", info.get("machine")),
+            ("command line", _cmdline(dump, log)),
+            ("uptime", duration(info.get("uptime")) if info.get("uptime") is not None else None),
+            ("booted", when(info.get("boot_time"))), ("crashed", when(info.get("crash_time"))),
+            ("load average", " ".join(f"{x:.2f}" for x in loads) if all(
+                isinstance(x, float) for x in loads) else None),
+            ("memory", _memory_line(info, meminfo)),
+            ("taints", _taints(info, modules)),
+            ("CPUs", info.get("cpus")), ("tasks", info.get("tasks")),
+            ("panic CPU", info.get("panic_cpu"))]
+    out = heading("system") + _facts(rows)
+    return out + (note_html("system summary", why) if why else "")
 
 
-def modules(dump: Any) -> str:
-    df, note = _frame(dump, "modules", "modules")
-    if df is None:
-        return heading("modules") + note
-    return heading("modules") + f"<p>{len(df)} modules loaded.</p>" + table_html(df)
+def timeline(dump: Any) -> str:
+    """Log lines, tasks' last runs, CPU events and the panic of the last seconds."""
+    tl, why = attempt(lambda: build_timeline(dump))
+    if tl is None:
+        return heading("timeline") + note_html("timeline", why or "?")
+    if not len(tl):
+        return heading("timeline") + "<p>Nothing is timed in this dump (no log, no task clock).</p>"
+    window = tl.attrs.get("kdnb", {}).get("window", 0)
+    crash = tl.attrs.get("kdnb", {}).get("crash_clock", 0.0)
+    mask = (tl["source"].astype(str) == "panic").to_numpy()
+    return (heading("timeline") +
+            f"<p>The last {window:g} seconds before the crash at {crash:.6f} s after boot, oldest "
+            "first: log lines (call traces and register dumps folded), each task's last run, the "
+            "run each CPU was in. <i>before</i> is seconds before the crash.</p>"
+            + table_html(tl, highlight=mask, interactive=False))
 
 
 def cpus(dump: Any) -> str:
-    df, note = _frame(dump, "CPU registers", "cpus")
-    if df is None:
-        return heading("cpus") + note
-    return heading("cpus") + table_html(df, interactive=False)
-
-
-def segments(dump: Any) -> str:
-    df, note = _frame(dump, "dump coverage", "segments")
-    if df is None:
-        return heading("segments") + note
-    extra = ""
-    if "state" in df and "pages" in df:
-        by = df.groupby("state", observed=True)["pages"].sum()
-        extra = "<p>" + ", ".join(f"{html.escape(str(k))}: {int(v)} pages" for k, v in by.items()) + "</p>"
-    return heading("segments") + extra + table_html(df)
-
-
-def hexdump(data: bytes, base: int) -> str:
+    """One line per CPU: its task, context and where it was; the table below."""
+    cs, why = get(dump, "cpu_state")
+    if cs is None:
+        return heading("cpus") + note_html("CPU state", why or "?")
     lines = []
-    for off in range(0, len(data), 16):
-        chunk = data[off:off + 16]
-        hexes = " ".join(f"{b:02x}" for b in chunk)
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{base + off:016x}  {hexes:<47}  {text}")
-    return "\n".join(lines)
+    for row in cs.itertuples(index=False):
+        what = "idle" if getattr(row, "idle", False) else f"{row.comm} (pid {row.pid}, state {row.state})"
+        where = getattr(row, "function", None)
+        ran = getattr(row, "running_for", None)
+        lines.append(f"<li><b>CPU {row.cpu}</b>{' (panicked)' if row.panic else ''}: {html.escape(what)}"
+                     f" in {html.escape(str(getattr(row, 'context', '?')))} context"
+                     + (f", in <code>{html.escape(str(where))}</code>" if isinstance(where, str) else "")
+                     + (f", running for {html.escape(duration(ran))}" if ran is not None and
+                        not pd.isna(ran) else "") + "</li>")
+    return heading("cpus") + f"<ul>{''.join(lines)}</ul>" + table_html(cs, interactive=False)
 
 
-def raw_memory(dump: Any, size: int = 256) -> str:
-    """Kernel stack bytes at each CPU's stack pointer: only with --include-memory."""
-    out = [heading("rawmemory"),
-           "<p>Included because the report was made with <code>--include-memory</code>.</p>"]
-    df, note = _frame(dump, "CPU registers", "cpus")
-    if df is None:
-        return "".join(out) + note
-    for row in df.itertuples(index=False):
-        rsp = getattr(row, "rsp", None)
-        if rsp is None or rsp is pd.NA:
-            continue
-        data, why = attempt(lambda: dump.read(int(rsp), size))
-        out.append(f"<h3>CPU {getattr(row, 'cpu', '?')}: {size} bytes at rsp {int(rsp):#x}</h3>")
-        out.append(f"<pre>{html.escape(hexdump(data, int(rsp)))}</pre>" if data is not None
-                   else note_html("stack bytes", why or "?"))
-    return "".join(out)
+def evidence(dump: Any) -> str:
+    """The evidence the root cause rests on."""
+    rc, why = attempt(dump.root_cause)
+    if rc is None:
+        return heading("evidence") + note_html("evidence", why or "?")
+    return heading("evidence") + evidence_html(rc)
 
 
-def css() -> str:
-    return TABLE_CSS
+def validation(dump: Any) -> str:
+    """The capture validation, collapsed to what did not pass."""
+    v, why = attempt(dump.validate)
+    if v is None:
+        return heading("validation") + note_html("capture validation", why or "?")
+    return heading("validation") + checks_html(v, collapse=True)
 
 
 def title(dump: Any) -> str:
+    """The report's title: release and dump file."""
     import os
 
     vmci, _ = get(dump, "vmcoreinfo")
@@ -213,11 +235,12 @@ def title(dump: Any) -> str:
 
 
 def footer(dump: Any) -> str:
+    """Who made the report, when, from what."""
     import datetime as dt
 
     from .. import __version__
 
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f'<footer class="kdnb-footer">made by kdnb {html.escape(__version__)} on {when} '
-            f"from <code>{html.escape(str(getattr(dump, 'path', '')))}</code>; works offline, "
+    made = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<footer class="kdnb-footer">made by kdnb {html.escape(__version__)} on {made} '
+            f"from <code>{html.escape(value_text(getattr(dump, 'path', '')))}</code>; works offline, "
             "tables are searchable with JavaScript on and show their first rows without it.</footer>")

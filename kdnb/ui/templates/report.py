@@ -14,18 +14,21 @@
 # %% [markdown]
 # <!-- kdnb report notebook: `kdnb report` executes it with papermill and renders it through the
 # kdnb_report nbconvert template (code cells hidden). Every section degrades to a short note when
-# a piece cannot be read from this dump. -->
+# a piece cannot be read from this dump; the `# kdnb:` comment of a cell is the progress line
+# `kdnb report` prints while it runs. This file is read-only from `kdnb notebook`. -->
 
 # %% tags=["parameters"]
 dump_path = None  # the vmcore; None: the first bundled sample (kdnb.samples)
 include_memory = False  # raw memory bytes go into the report only when True
 
 # %%
+# kdnb: opening the dump
 import itables
 from IPython.display import HTML, display
 
 import kdnb
 from kdnb.ui import sections as S
+from kdnb.ui import sections_data as D
 from kdnb.ui.paths import resolve_dump
 
 itables.init_notebook_mode(all_interactive=False, connected=False)
@@ -33,41 +36,65 @@ d = kdnb.open(resolve_dump(dump_path))
 display(HTML(S.css() + S.title(d) + S.toc(include_memory)))
 
 # %%
-display(HTML(S.summary(d)))
+# kdnb: validating the capture and finding the root cause
+display(HTML(S.verdict(d)))
 
 # %%
-display(HTML(S.rootcause(d)))
+# kdnb: the system
+display(HTML(S.system(d)))
 
 # %%
-display(HTML(S.validation(d)))
+# kdnb: the last seconds
+display(HTML(S.timeline(d)))
 
 # %%
-display(HTML(S.log(d)))
-
-# %%
-display(HTML(S.backtraces(d)))
-
-# %%
-display(HTML(S.tasks(d)))
-
-# %%
-display(HTML(S.slab(d)))
-
-# %%
-display(HTML(S.memory(d)))
-
-# %%
-display(HTML(S.modules(d)))
-
-# %%
+# kdnb: what each CPU was doing
 display(HTML(S.cpus(d)))
 
 # %%
-display(HTML(S.segments(d)))
+# kdnb: the evidence
+display(HTML(S.evidence(d)))
 
 # %%
+# kdnb: every task's stack
+display(HTML(D.stacks(d)))
+
+# %%
+# kdnb: the kernel log
+display(HTML(D.log(d)))
+
+# %%
+# kdnb: memory
+display(HTML(D.memory(d)))
+
+# %%
+# kdnb: modules
+display(HTML(D.modules(d)))
+
+# %%
+# kdnb: the capture validation
+display(HTML(S.validation(d)))
+
+# %%
+# kdnb: tasks
+display(HTML(D.tasks(d)))
+
+# %%
+# kdnb: slab caches
+display(HTML(D.slab(d)))
+
+# %%
+# kdnb: CPU registers
+display(HTML(D.registers(d)))
+
+# %%
+# kdnb: dump coverage
+display(HTML(D.segments(d)))
+
+# %%
+# kdnb: raw memory
 if include_memory:
-    display(HTML(S.raw_memory(d)))
+    display(HTML(D.raw_memory(d)))
 
 # %%
 display(HTML(S.footer(d)))
