@@ -1,5 +1,6 @@
 """kdnb: a Jupyter-oriented post-mortem kit for Linux kernel crash dumps."""
 
+from .analysis.coredump_check import coredump_check
 from .analysis.readiness import readiness
 from .api import Dump, open
 from .errors import (
@@ -32,6 +33,6 @@ def __getattr__(name: str):
 __all__ = [
     "Dump", "open", "KdnbError", "FormatError", "CorruptDump", "TruncatedDump",
     "PageNotInDump", "FaultError", "SymbolNotFound", "TypeNotFound", "CorruptStructure",
-    "MissingDebugInfo", "VmlinuxMismatch", "readiness", "samples", "open_sample", "__version__",
+    "MissingDebugInfo", "VmlinuxMismatch", "readiness", "coredump_check", "samples", "open_sample", "__version__",
     "triage", "buckets",
 ]

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis.coredump_settings import CoredumpSettings
 
 
 class SystemViews:
@@ -51,6 +55,16 @@ class SystemViews:
         from .views.sysctl import cmdline
 
         return cmdline(self)
+
+    @cached_property
+    def coredump_settings(self) -> "CoredumpSettings":
+        """What decided whether a crashing process left a core, from kernel memory:
+        core_pattern, core_uses_pid, core_pipe_limit, suid_dumpable, CONFIG_COREDUMP and the
+        log's coredump messages; `kdnb.coredump_check(dump=d, pid=P)` adds a task's own limits,
+        dumpable flag, filter and credentials and judges them."""
+        from .analysis.coredump_settings import from_dump
+
+        return from_dump(self)
 
     def vmas(self, pid: int) -> pd.DataFrame:
         """The memory map of a process (/proc/PID/maps, crash `vm`): pid, comm, start, end,

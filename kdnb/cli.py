@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate_cli.add_subparser(sub)
     readiness_cli.add_subparser(sub)
+    from .analysis import coredump_cli
+    coredump_cli.add_subparser(sub)
     lab_cli.add_subparser(sub)
     from .views import system_cli
     system_cli.add_subparser(sub)

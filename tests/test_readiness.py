@@ -214,14 +214,21 @@ def test_core_dump_settings(tree: Path) -> None:
     edit(tree, "proc/sys/kernel/core_pattern", "core\n")
     edit(tree, "proc/sys/fs/suid_dumpable", "0\n")
     r = readiness(str(tree), free_space=PLENTY)
-    assert r.status("coredump.rlimit") == "warn"
-    assert r.status("coredump.pattern") == "warn"
+    assert r.status("coredump.rlimit") == "fail"  # no core below one page
+    assert r.status("coredump.pattern") == "warn"  # relative: the cwd decides
     assert r.status("coredump.suid_dumpable") == "warn"
     edit(tree, "proc/sys/kernel/core_pattern", "|/usr/share/apport/apport -p%p\n")
     r = readiness(str(tree), free_space=PLENTY)
-    assert r.status("coredump.pattern") == "fail"  # the handler is not installed
+    assert r.status("coredump.pattern") == "pass"
+    assert r.status("coredump.handler") == "fail"  # the handler is not installed
+    assert r.status("coredump.rlimit") == "pass"  # a pipe receives the core whatever the limit
     edit(tree, "usr/share/apport/apport", "")
-    assert readiness(str(tree), free_space=PLENTY).status("coredump.pattern") == "pass"
+    assert readiness(str(tree), free_space=PLENTY).status("coredump.handler") == "fail"  # not +x
+    (tree / "usr/share/apport/apport").chmod(0o755)
+    r = readiness(str(tree), free_space=PLENTY)
+    assert r.status("coredump.handler") == "warn"  # apport keeps packaged programs' cores only
+    edit(tree, "etc/default/apport", "enabled=0\n")
+    assert readiness(str(tree), free_space=PLENTY).status("coredump.handler") == "fail"
 
 
 def test_cli(tree: Path, capsys: pytest.CaptureFixture) -> None:

@@ -3,7 +3,8 @@
 `readiness(root="/")` checks what a kdump guide walks through: the kernel config, the
 `crashkernel=` reservation (every syntax) against what the kernel reserved, a loaded capture
 kernel, a configured capture service and a makedumpfile new enough for the kernel, free space
-at the dump target, and the usual reasons a process leaves "no core dumped".
+at the dump target, and the usual reasons a process leaves "no core dumped"
+(kdnb.analysis.coredump_check, for processes the shell starts).
 
 `root` points at a file tree laid out like `/` (tests use fixture trees). A lab snapshot folder
 (`cmdline.txt`, `iomem.txt`, `kexec_crash_size.txt`, `uname.txt`, `meminfo.txt`) is also read.
@@ -11,7 +12,6 @@ at the dump target, and the usual reasons a process leaves "no core dumped".
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import shutil
@@ -20,21 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .checks import Check, CheckTable, run_check
+from .coredump_check import run_checks
+from .coredump_settings import from_system
+from .system_tree import RootTree, kernel_config, parse_kconfig
 
 AREAS = ["config", "crashkernel", "capture", "storage", "coredump"]
 VERDICTS = ["ready", "at risk", "not ready"]
 EXIT_CODES = {"ready": 0, "at risk": 1, "not ready": 2}
-
-# Snapshot folders (the lab's /proc copies) name files differently from a root tree.
-SNAPSHOT_NAMES = {
-    "proc/cmdline": "cmdline.txt",
-    "proc/iomem": "iomem.txt",
-    "sys/kernel/kexec_crash_size": "kexec_crash_size.txt",
-    "sys/kernel/kexec_crash_loaded": "kexec_crash_loaded.txt",
-    "proc/meminfo": "meminfo.txt",
-    "proc/sys/kernel/core_pattern": "core_pattern.txt",
-    "proc/sys/fs/suid_dumpable": "suid_dumpable.txt",
-}
 
 # Newest kernel (major, minor) each makedumpfile release knows, from its release notes
 # ("supported kernel" lines). Approximate for some releases; a version past the table is
@@ -176,51 +168,6 @@ def _mib(n: int | None) -> str:
 # the tree being checked
 # -------------------------------------------------------------------------------------------
 
-class _Tree:
-    """Reads files of a root tree, or of a lab snapshot folder."""
-
-    def __init__(self, root: str) -> None:
-        self.root = os.path.abspath(root)
-        self.live = self.root == "/"
-        self.snapshot = os.path.isfile(os.path.join(self.root, "cmdline.txt")) and \
-            not os.path.isdir(os.path.join(self.root, "proc"))
-
-    def path(self, rel: str) -> str:
-        rel = rel.lstrip("/")
-        if self.snapshot and rel in SNAPSHOT_NAMES:
-            return os.path.join(self.root, SNAPSHOT_NAMES[rel])
-        return os.path.join(self.root, rel)
-
-    def exists(self, rel: str) -> bool:
-        return os.path.exists(self.path(rel))
-
-    def read(self, rel: str) -> str | None:
-        try:
-            with open(self.path(rel), "rb") as f:
-                data = f.read(1 << 22)
-        except OSError:
-            return None
-        if rel.endswith(".gz"):
-            try:
-                data = gzip.decompress(data)
-            except OSError:
-                return None
-        return data.decode("utf-8", "replace")
-
-    def release(self) -> str:
-        text = self.read("proc/sys/kernel/osrelease")
-        if text and text.strip():
-            return text.strip()
-        if self.snapshot:
-            uname = self.read("uname.txt") or ""
-            parts = uname.split()
-            if len(parts) >= 3:
-                return parts[2]
-        if self.live:
-            return os.uname().release
-        return ""
-
-
 def _kernel_version(release: str) -> tuple[int, int] | None:
     m = re.match(r"(\d+)\.(\d+)", release)
     return (int(m.group(1)), int(m.group(2))) if m else None
@@ -253,21 +200,6 @@ def parse_meminfo(text: str) -> dict[str, int]:
         if m:
             out[m.group(1)] = int(m.group(2)) * (1024 if "kB" in line else 1)
     return out
-
-
-def parse_kconfig(text: str) -> dict[str, str]:
-    """CONFIG_X=value lines (and `# CONFIG_X is not set` as 'n')."""
-    cfg = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("CONFIG_"):
-            k, _, v = line.partition("=")
-            cfg[k] = v.strip('"')
-        else:
-            m = re.match(r"# (CONFIG_\w+) is not set", line)
-            if m:
-                cfg[m.group(1)] = "n"
-    return cfg
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:
@@ -314,14 +246,14 @@ def _statvfs_free(path: str) -> int | None:
 class _Ctx:
     def __init__(self, root: str, free_space: FreeSpace | None,
                  run_commands: bool | None) -> None:
-        self.t = _Tree(root)
+        self.t = RootTree(root)
         self.free_space = free_space or _statvfs_free
         self.run = self.t.live if run_commands is None else run_commands
         self.release = self.t.release()
         self.cmdline = (self.t.read("proc/cmdline") or "").strip()
         self.iomem = parse_iomem(self.t.read("proc/iomem") or "")
         self.meminfo = parse_meminfo(self.t.read("proc/meminfo") or "")
-        self.config, self.config_source = self._config()
+        self.config, self.config_source = kernel_config(self.t, self.release)
         self.ck: Crashkernel | None = None
         self.ck_error = ""
         values = re.findall(r"(?:^|\s)crashkernel=(\S+)", self.cmdline)
@@ -336,15 +268,6 @@ class _Ctx:
         if self.iomem["system_ram"] and not self.iomem["hidden"]:
             return self.iomem["system_ram"]
         return self.meminfo.get("MemTotal")
-
-    def _config(self) -> tuple[dict[str, str], str]:
-        candidates = [f"boot/config-{self.release}"] if self.release else []
-        candidates += ["proc/config.gz", "config.txt", "config.gz"]
-        for rel in candidates:
-            text = self.t.read(rel)
-            if text:
-                return parse_kconfig(text), "/" + rel
-        return {}, ""
 
     def _service(self) -> dict[str, Any]:
         """Which capture service is installed and what it is configured to run."""
@@ -701,84 +624,6 @@ class _Ctx:
                      f"{_mib(free)} free at {target} (dump ~{_mib(expected)}, RAM {_mib(total)})",
                      "", ev)
 
-    # -- process core dumps ---------------------------------------------------------------
-    def check_coredump_rlimit(self) -> Check:
-        text = self.t.read("proc/self/limits")
-        soft = None
-        if text:
-            m = re.search(r"^Max core file size\s+(\S+)\s+(\S+)", text, re.M)
-            if m:
-                soft = m.group(1)
-        if soft is None and self.t.live:
-            import resource
-
-            s, _ = resource.getrlimit(resource.RLIMIT_CORE)
-            soft = "unlimited" if s == resource.RLIM_INFINITY else str(s)
-        ev = {"soft": soft}
-        if soft is None:
-            return Check("coredump.rlimit", "coredump", "skip", "RLIMIT_CORE unknown", "", ev)
-        if soft == "0":
-            return Check("coredump.rlimit", "coredump", "warn",
-                         "RLIMIT_CORE is 0 (`ulimit -c` = 0): crashing processes leave no core",
-                         "run `ulimit -c unlimited` or set LimitCORE= / limits.conf "
-                         "(systemd-coredump and other pipe handlers ignore it)", ev)
-        return Check("coredump.rlimit", "coredump", "pass", f"RLIMIT_CORE is {soft}", "", ev)
-
-    def check_coredump_pattern(self) -> Check:
-        text = self.t.read("proc/sys/kernel/core_pattern")
-        if text is None:
-            return Check("coredump.pattern", "coredump", "skip", "core_pattern not readable")
-        pat = text.strip()
-        ev = {"core_pattern": pat}
-        if not pat:
-            return Check("coredump.pattern", "coredump", "fail", "core_pattern is empty",
-                         "no process core dumps are written", ev)
-        if pat.startswith("|"):
-            handler = pat[1:].split()[0] if pat[1:].split() else ""
-            name = os.path.basename(handler)
-            ev["handler"] = handler
-            known = {"systemd-coredump": "systemd-coredump (`coredumpctl list`)",
-                     "apport": "apport (/var/crash/*.crash; only for packaged programs "
-                               "unless configured)"}
-            label = next((v for k, v in known.items() if k in name), handler)
-            if handler and not self.t.exists(handler) and not self.t.snapshot:
-                return Check("coredump.pattern", "coredump", "fail",
-                             f"core_pattern pipes to {handler}, which does not exist",
-                             "every core dump is lost", ev)
-            return Check("coredump.pattern", "coredump", "pass", f"cores go to {label}", "", ev)
-        if pat.startswith("/"):
-            d = os.path.dirname(pat)
-            if not self.t.exists(d):
-                return Check("coredump.pattern", "coredump", "fail",
-                             f"core_pattern writes to {d}, which does not exist", "cores are lost", ev)
-            return Check("coredump.pattern", "coredump", "pass", f"cores are written to {pat}", "", ev)
-        return Check("coredump.pattern", "coredump", "warn",
-                     f"core_pattern {pat!r} is relative: a core lands in the crashing process's "
-                     "working directory, and only if it can write there",
-                     "cores of daemons (cwd /) are usually lost", ev)
-
-    def check_coredump_suid(self) -> Check:
-        text = self.t.read("proc/sys/fs/suid_dumpable")
-        if text is None or not text.strip().isdigit():
-            return Check("coredump.suid_dumpable", "coredump", "skip", "fs.suid_dumpable not readable")
-        v = int(text.strip())
-        pat = (self.t.read("proc/sys/kernel/core_pattern") or "").strip()
-        ev = {"suid_dumpable": v, "core_pattern": pat}
-        if v == 0:
-            return Check("coredump.suid_dumpable", "coredump", "warn",
-                         "fs.suid_dumpable = 0: setuid and capability-changing processes leave no core",
-                         "set fs.suid_dumpable=2 (with a pipe or absolute core_pattern) to get them", ev)
-        if v == 1:
-            return Check("coredump.suid_dumpable", "coredump", "warn",
-                         "fs.suid_dumpable = 1 (debug): cores of setuid programs are owned by the "
-                         "user and may leak secrets", "use 2 with a root-only core_pattern", ev)
-        if v == 2 and pat and not pat.startswith(("|", "/")):
-            return Check("coredump.suid_dumpable", "coredump", "warn",
-                         "fs.suid_dumpable = 2 with a relative core_pattern: the kernel refuses "
-                         "such cores", "use a pipe or an absolute core_pattern", ev)
-        return Check("coredump.suid_dumpable", "coredump", "pass",
-                     f"fs.suid_dumpable = {v}", "", ev)
-
 
 def readiness(root: str = "/", *, free_space: FreeSpace | None = None,
               run_commands: bool | None = None) -> Readiness:
@@ -800,11 +645,9 @@ def readiness(root: str = "/", *, free_space: FreeSpace | None = None,
         ("capture.service", "capture", ctx.check_capture_service),
         ("capture.makedumpfile", "capture", ctx.check_capture_makedumpfile),
         ("storage.space", "storage", ctx.check_storage_space),
-        ("coredump.rlimit", "coredump", ctx.check_coredump_rlimit),
-        ("coredump.pattern", "coredump", ctx.check_coredump_pattern),
-        ("coredump.suid_dumpable", "coredump", ctx.check_coredump_suid),
     ):
         run_check(items, cid, area, fn)
+    items += run_checks(from_system(root))
     subject = ctx.t.root + (f" (Linux {ctx.release})" if ctx.release else "")
     return Readiness(items, subject=subject)
 

@@ -53,6 +53,8 @@ SYSCTLS = [
     Sysctl("kernel.kptr_restrict", "kptr_restrict", "int"),
     Sysctl("kernel.dmesg_restrict", "dmesg_restrict", "int"),
     Sysctl("kernel.core_pattern", "core_pattern", f"char[{CORENAME_MAX_SIZE}]"),
+    Sysctl("kernel.core_uses_pid", "core_uses_pid", "int"),
+    Sysctl("kernel.core_pipe_limit", "core_pipe_limit", "uint"),
     Sysctl("fs.suid_dumpable", "suid_dumpable", "int"),
     Sysctl("kernel.sysrq", "sysrq_enabled", "int"),
     Sysctl("kernel.printk", "console_printk", "int[4]"),
