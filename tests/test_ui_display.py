@@ -112,3 +112,53 @@ def test_every_view_renders_readably(dump):
     mods = fmt.display_frame(dump.modules)
     assert all(b.startswith("0xffffffff") for b in mods["base"])
     assert all(s.endswith(("KiB", "MiB", " B")) for s in mods["size"])
+
+
+# -- viewer layout and plots ---------------------------------------------------------------------
+def test_stack_panel_is_titled_and_follows_the_filters(dump):
+    pytest.importorskip("ipywidgets")
+    from kdnb.ui.viewer import TasksView
+
+    v = TasksView(dump)
+    row = dump.tasks[dump.tasks["is_current"]].iloc[0]
+    pid = int(row["pid"])
+    v.pick(pid)
+    assert f"pid {pid} · {row['comm']} · state {row['state']}" in v.bt_title.value
+    html = v.bt_out.outputs[0]["data"]["text/html"]
+    assert_readable(html)
+    assert "0xffff" in html
+    v.name.value = "no-such-task-name"
+    assert v.selected_pid is None and "filters hide pid" in v.bt_title.value
+    assert v.bt_out.outputs[0]["data"]["text/html"] == ""
+    shown = list(v.table.frame.columns)
+    assert shown[:3] == ["pid", "comm", "state"] and "flags" not in shown
+
+
+def test_state_colours_and_legends_fit(dump):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from kdnb.ui import plots
+    from .test_ui import make_tasks
+
+    for tasks in (dump.tasks, make_tasks()):
+        fig = plots.task_states_by_cpu(tasks)
+        ax = fig.axes[0]
+        for bars in ax.containers:
+            assert to_hex(bars.patches[0].get_facecolor()) == plots.STATE_COLOURS[bars.get_label()]
+    for fig in (plots.task_states_by_cpu(dump.tasks), plots.memory_breakdown(dump.meminfo)):
+        fig.canvas.draw()
+        box = fig.legends[0].get_window_extent()
+        w, h = fig.canvas.get_width_height()
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= w and box.y1 <= h, (box, w, h)
+
+
+def test_viewer_progress_bar_leaves(dump):
+    pytest.importorskip("ipywidgets")
+    from kdnb.ui.viewer import DumpViewer
+
+    v = DumpViewer(dump, progress=False)
+    assert v.progress_box.layout.display == "none"
+    html = v.backtraces.value
+    assert_readable(html)
+    assert "dataframe" not in html and "0xffff" in html

@@ -14,6 +14,12 @@ import pandas as pd
 
 from .filters import TASK_STATES
 
+# One colour per task state, the same in every plot and every dump (R running is red, D
+# uninterruptible orange, S sleeping blue, I idle grey, ...).
+STATE_COLOURS = {"R": "#d62728", "S": "#1f77b4", "D": "#ff7f0e", "T": "#9467bd", "t": "#8c564b",
+                 "X": "#000000", "Z": "#e377c2", "P": "#bcbd22", "I": "#b0b0b0"}
+OTHER_STATE_COLOUR = "#17becf"
+
 
 def _figure_class():
     from matplotlib.figure import Figure
@@ -47,12 +53,13 @@ def task_states_by_cpu(tasks: pd.DataFrame):
     x = np.arange(len(table))
     for state in table.columns:
         vals = table[state].to_numpy()
-        ax.bar(x, vals, bottom=bottom, label=str(state))
+        ax.bar(x, vals, bottom=bottom, label=str(state),
+               color=STATE_COLOURS.get(str(state), OTHER_STATE_COLOUR))
         bottom += vals
     ax.set_xticks(x, [f"cpu {c}" if c >= 0 else "?" for c in table.index])
     ax.set_ylabel("tasks")
     ax.set_title("Task states by CPU (last CPU each task ran on)")
-    ax.legend(title="state", fontsize=8, ncols=min(len(table.columns), 5))
+    fig.legend(title="state", fontsize=8, loc="outside right upper")
     return fig
 
 
@@ -106,6 +113,8 @@ def log_rate(log: pd.DataFrame, window: float = 60.0):
 
 MEM_ROWS = ["free", "cached", "buffers", "anon", "slab_reclaimable", "slab_unreclaimable",
             "kernel_stack", "page_tables"]
+MEM_COLOURS = dict(zip(MEM_ROWS, ["#2ca02c", "#1f77b4", "#aec7e8", "#ff7f0e", "#9467bd", "#c5b0d5",
+                                  "#8c564b", "#e377c2"]))
 
 
 def meminfo_bytes(meminfo: pd.DataFrame) -> dict[str, float]:
@@ -122,7 +131,7 @@ def meminfo_bytes(meminfo: pd.DataFrame) -> dict[str, float]:
 
 def memory_breakdown(meminfo: pd.DataFrame):
     """One stacked bar: where the RAM was at crash time."""
-    fig, ax = _figure(7.0, 2.2)
+    fig, ax = _figure(7.0, 2.6)
     if len(meminfo) == 0 or "bytes" not in meminfo:
         ax.text(0.5, 0.5, "no memory counters", ha="center", va="center")
         return fig
@@ -131,14 +140,14 @@ def memory_breakdown(meminfo: pd.DataFrame):
     left = 0.0
     for name in MEM_ROWS:
         if name in by and by[name] > 0:
-            ax.barh([0], [by[name] / 2**20], left=left, label=name)
+            ax.barh([0], [by[name] / 2**20], left=left, label=name, color=MEM_COLOURS[name])
             left += by[name] / 2**20
     if total and total / 2**20 > left:
         ax.barh([0], [total / 2**20 - left], left=left, label="other", color="#cccccc")
     ax.set_yticks([])
     ax.set_xlabel("MiB")
     ax.set_title(f"Memory at crash time ({total / 2**20:.0f} MiB total)")
-    ax.legend(fontsize=7, ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    fig.legend(fontsize=7, ncols=5, loc="outside lower center")
     return fig
 
 

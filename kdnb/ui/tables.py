@@ -56,6 +56,7 @@ def datatable_options(df: pd.DataFrame, page_length: int = 15) -> dict:
         defs.append({"targets": right, "className": "dt-right"})
     return dict(pageLength=page_length, lengthMenu=[10, 15, 25, 50, 100], maxBytes=0,
                 classes="display compact nowrap", showIndex=False, scrollX=True,
+                style="width:100%;margin:0;caption-side:bottom",
                 autoWidth=False, columnDefs=defs)
 
 

@@ -21,6 +21,8 @@ from .render import html_of
 from .tables import TABLE_CSS, datatable_options, table_html
 from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
 
+TASK_TABLE_COLUMNS = ("pid", "comm", "state", "cpu", "is_current", "is_kthread", "prio", "policy",
+                      "last_run", "utime", "stime", "rss_pages", "ppid", "tgid", "address")
 MAX_TABLE_ROWS = 5000  # rows handed to a live table; larger frames are cut (filters narrow them)
 
 
@@ -122,8 +124,9 @@ class TasksView:
         self.count = w.HTML()
         self.table = _Table(select=True)
         self.picker = w.Select(options=[], description="task", rows=8,
-                               layout=w.Layout(width="28em"))
-        self.bt_out = w.Output()
+                               layout=w.Layout(width="28em", flex="0 0 auto"))
+        self.bt_title = w.HTML("<b>Stack</b>: pick a task, or select a row above")
+        self.bt_out = w.Output(layout=w.Layout(overflow="auto", max_height="28em"))
         self.plot_out = w.Output()
         for ctl in (self.states, self.cpus, self.kthread, self.name):
             ctl.observe(lambda _c: self.refresh(), names="value")
@@ -134,8 +137,10 @@ class TasksView:
         self.widget = w.VBox([
             w.HBox([self.states, self.cpus, w.VBox([self.kthread, self.name])]),
             self.count, self.table.widget,
-            w.HTML("<b>Backtrace</b> (pick a task, or select a row above)"),
-            w.HBox([self.picker, self.bt_out]), self.plot_out])
+            w.HBox([self.picker, w.VBox([self.bt_title, self.bt_out],
+                                        layout=w.Layout(flex="1 1 auto", min_width="0"))],
+                   layout=w.Layout(width="100%")),
+            self.plot_out], layout=w.Layout(width="100%"))
 
     def refresh(self) -> pd.DataFrame:
         self.filter.states = tuple(self.states.value)
@@ -144,9 +149,29 @@ class TasksView:
         self.filter.name = self.name.value
         self.current = self.filter.apply(self.tasks)
         self.count.value = f"{len(self.current)} of {len(self.tasks)} tasks"
-        self.table.update(self.current)
+        self.table.update(self.current[[c for c in TASK_TABLE_COLUMNS if c in self.current]])
         self.picker.options = TaskChoice(self.current).options()
+        if self.selected_pid is not None and "pid" in self.current and \
+                self.selected_pid not in set(self.current["pid"].dropna().astype(int)):
+            self.clear(f"the filters hide pid {self.selected_pid}")
         return self.current
+
+    def clear(self, why: str) -> None:
+        """Empty the stack panel (no stale stack of a task the table no longer shows)."""
+        self.selected_pid, self.backtrace, self.backtrace_reason = None, None, None
+        self.bt_title.value = f"<b>Stack</b>: no task selected ({html.escape(why)})"
+        set_html(self.bt_out, "", "no task selected")
+
+    def title(self, pid: int) -> str:
+        """`pid 135 · kdnb_trigger · state R · CPU 0` for the stack panel."""
+        rows = self.tasks[self.tasks["pid"] == pid] if "pid" in self.tasks else self.tasks.iloc[:0]
+        if not len(rows):
+            return f"pid {pid}"
+        row = rows.iloc[0]
+        parts = [f"pid {pid}", str(row.get("comm", "")), f"state {row.get('state', '?')}"]
+        if "cpu" in row and not pd.isna(row["cpu"]):
+            parts.append(f"CPU {int(row['cpu'])}")
+        return " · ".join(parts)
 
     def _picked_row(self, pos: int) -> None:
         if 0 <= pos < len(self.current) and "pid" in self.current:
@@ -157,6 +182,7 @@ class TasksView:
         if pid is None:
             return None
         self.selected_pid = int(pid)
+        self.bt_title.value = f"<b>Stack of {html.escape(self.title(int(pid)))}</b>"
         self.backtrace, self.backtrace_reason = attempt(lambda: self.dump.backtrace(pid=int(pid)))
         if self.backtrace is None:
             set_html(self.bt_out, note_html(f"backtrace of pid {pid}", self.backtrace_reason or "?"))
@@ -295,8 +321,9 @@ class DumpViewer:
         self.bar = w.IntProgress(value=0, min=0, max=len(self.TABS), description="loading",
                                  bar_style="info")
         self.step = w.HTML()
+        self.progress_box = w.VBox([self.bar, self.step])
         if progress:
-            _display_maybe(w.VBox([self.bar, self.step]))
+            _display_maybe(self.progress_box)
         self.summary = self._step("summary", lambda: w.HTML(self._summary_html()))
         self.tasks = self._step("tasks", lambda: TasksView(dump))
         self.slab = self._step("slab caches", lambda: SlabView(dump))
@@ -307,6 +334,8 @@ class DumpViewer:
         self.rootcause = self._step("root cause",
                                     lambda: w.HTML(html_of("root cause", dump.root_cause)))
         self.bar.bar_style, self.bar.description, self.step.value = "success", "ready", ""
+        self.progress_box.layout.display = "none"  # done: the bar leaves the page
+        self.progress_box.close()
         children = [self.summary, self.tasks.widget, self.slab.widget, self.log.widget,
                     self.backtraces, self.validation, self.rootcause]
         self.widget = w.Tab(children=children, titles=self.TABS)
