@@ -120,8 +120,9 @@ def test_stack_panel_is_titled_and_follows_the_filters(dump):
     from kdnb.ui.viewer import TasksView
 
     v = TasksView(dump)
-    row = dump.tasks[dump.tasks["is_current"]].iloc[0]
-    pid = int(row["pid"])
+    cs = dump.cpu_state
+    pid = int(cs[cs["panic"]]["pid"].iloc[0])  # the panicking task: kernel frames
+    row = dump.tasks[dump.tasks["pid"] == pid].iloc[0]
     v.pick(pid)
     assert f"pid {pid} · {row['comm']} · state {row['state']}" in v.bt_title.value
     html = v.bt_out.outputs[0]["data"]["text/html"]
