@@ -58,6 +58,14 @@ class DepthViews:
 
         return self._provenance(cpu_state_frame(self))
 
+    @cached_property
+    def vmap_areas(self) -> pd.DataFrame:
+        """Busy vmalloc-space areas (crash `kmem -v`): start, end, size, kind, caller, nr_pages,
+        flags, pid/comm (whose kernel stack), vm, address; see kdnb.views.vmalloc."""
+        from .views.vmalloc import vmap_areas_frame
+
+        return self._provenance(vmap_areas_frame(self))
+
     def whatis(self, address: int) -> "WhatIs":
         """What a kernel address is (crash `kmem ADDR`): symbol, stack, task_struct, slab object
         (cache, object, free or allocated), page, or address-space region; see

@@ -41,8 +41,18 @@ def cmd_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dbg(args: argparse.Namespace) -> int:
+    """Fetch (once) the DWARF vmlinux of each release from its -dbg package; print the paths."""
+    from .debuginfo import debug_vmlinux
+    from .packages import DEFAULT_CACHE
+
+    for release in args.release:
+        print(debug_vmlinux(release, args.cache or DEFAULT_CACHE))
+    return 0
+
+
 def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `lab make` and `lab list` to an argparse subparsers object; returns the `lab` parser."""
+    """Add `lab make`, `lab list` and `lab dbg` to an argparse subparsers object; returns the `lab` parser."""
     from .scenarios import SCENARIOS
 
     lab = subparsers.add_parser("lab", help="make real crash dumps of Debian kernels in QEMU",
@@ -72,6 +82,10 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     mk.add_argument("--cache", default=None, help="package cache (default ~/.cache/kdnb/lab)")
     mk.add_argument("--keep-work", action="store_true", help="keep the temporary work folder")
     mk.set_defaults(func=cmd_make)
+    dbg = sub.add_parser("dbg", help="fetch a kernel's DWARF vmlinux (its -dbg package)")
+    dbg.add_argument("release", nargs="+", help="full release, e.g. 6.1.0-56-cloud-amd64")
+    dbg.add_argument("--cache", default=None, help="package cache (default ~/.cache/kdnb/lab)")
+    dbg.set_defaults(func=cmd_dbg)
     return lab
 
 

@@ -1,11 +1,12 @@
 """`Dump.whatis(addr)`: what a kernel address is (crash `kmem ADDR`, `sym`): a symbol + offset
 (kernel or module), inside a task's stack or task_struct, a slab object (cache, object start,
-allocated or free), a page of the direct map (its struct page: flags, mapping), or just which
-region of the address space it lies in (vmalloc, vmemmap, module area, kernel text).
+allocated or free), a page of the direct map (its struct page: flags, mapping), a vmalloc area
+(its size, kind and the function that allocated it; for a vmalloc'd stack, whose), a module's
+memory region (which module, text/data/rodata/init), or just which region of the address space
+it lies in (vmemmap, kernel text).
 
-Checks run from the most specific to the least; the record says which one matched. A slab
-object counts as free when it is on its slab's freelist (hardened pointers decoded:
-`ptr ^ s->random ^ swab(&ptr)`, 5.7+); objects on a CPU's lockless freelist look allocated.
+Checks run from the most specific to the least; the record says which one matched. Whether a
+slab object is free: see kdnb.views.slab_free (freelists, CPU freelists, sheaves).
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import KdnbError, TypeNotFound
+from .slab_free import free_state
 from .stackwalk import collect_stacks, context
+from .vmalloc import area_of, module_region_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
     from ..kernel.kernel import Kernel
 
 PAGE_SHIFT = 12
+MAX_COMPOUND_SPAN = 1 << 30  # struct pages of a 1 GiB folio: 2^18 x 64 bytes = 16 MiB, with room
 KERNEL_TEXT = 0xFFFFFFFF80000000  # __START_KERNEL_map
 MODULES_VADDR, MODULES_END = 0xFFFFFFFFA0000000, 0xFFFFFFFFFF000000
-MAX_FREELIST = 1 << 16
+HEX_DETAILS = ("object", "cache", "page", "task", "area_start", "area_size", "region_start", "vm")
 REGIONS = [  # x86_64 4-level layout (Documentation/arch/x86/x86_64/mm.rst); KASLR moves them
     ("vmalloc", "vmalloc_base", 1 << 45),
     ("vmemmap", "vmemmap_base", 1 << 40),
@@ -38,13 +42,13 @@ class WhatIs:
     """The answer for one address; `str()` is the one-paragraph form, `frame()` a one-row frame."""
 
     address: int
-    kind: str  # symbol, stack, task, slab, page, region, unknown
+    kind: str  # symbol, stack, task, slab, page, vmalloc, module, region, unknown
     what: str
     details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        extra = "".join(f"\n  {k}: {v:#x}" if isinstance(v, int) and k in ("object", "cache", "page", "task")
-                        else f"\n  {k}: {v}" for k, v in self.details.items())
+        extra = "".join(f"\n  {k}: {v:#x}" if isinstance(v, int) and k in HEX_DETAILS
+                        else f"\n  {k}: {v}" for k, v in self.details.items() if v is not None)
         return f"{self.address:#x}: {self.kind}: {self.what}{extra}"
 
     def frame(self) -> pd.DataFrame:
@@ -56,11 +60,46 @@ def whatis(dump: "Dump", address: int) -> WhatIs:
     """Classify one kernel address (see the module docstring)."""
     if not 0 <= address < 1 << 64:
         raise KdnbError(f"{address:#x} is not a 64-bit address")
-    for check in (_symbol, _task, _slab_or_page, _region):
+    for check in (_symbol, _task, _slab_or_page, _vmalloc, _region):
         hit = check(dump, address)
         if hit is not None:
+            if hit.kind in ("stack", "symbol", "module"):
+                hit.details.update(_area_details(dump, address))
             return hit
     return WhatIs(address, "unknown", "not a kernel address kdnb can place")
+
+
+def _area_details(dump: "Dump", address: int) -> dict[str, Any]:
+    """The vmap area (a vmalloc'd stack, a module allocation) or module region around an address."""
+    out: dict[str, Any] = {}
+    if MODULES_VADDR <= address < MODULES_END:
+        region = module_region_of(dump, address)
+        if region is not None:
+            out.update(module=region[2], region=region[3], region_start=region[0])
+    try:
+        area = area_of(dump.vmap_areas, address)
+    except KdnbError:
+        area = None
+    if area is not None:
+        out.update(area_start=area["start"], area_size=area["size"], area_caller=area["caller"])
+    return out
+
+
+def _vmalloc(dump: "Dump", address: int) -> WhatIs | None:
+    """A busy vmap area (vmalloc, ioremap, vmap, vm_map_ram) holding the address."""
+    try:
+        area = area_of(dump.vmap_areas, address)
+    except KdnbError:
+        return None
+    if area is None:
+        return None
+    whose = f", kernel stack of pid {area['pid']} ({area['comm']})" if area["pid"] is not None else ""
+    caller = f" by {area['caller']}" if area["caller"] else ""
+    return WhatIs(address, "vmalloc",
+                  f"{area['kind']} area {area['start']:#x} + {address - area['start']:#x} "
+                  f"({area['size']:#x} bytes{caller}{whose})",
+                  {"area_start": area["start"], "area_size": area["size"], "area_kind": area["kind"],
+                   "area_caller": area["caller"], "pid": area["pid"], "vm": area["vm"]})
 
 
 def _symbol(dump: "Dump", address: int) -> WhatIs | None:
@@ -71,9 +110,16 @@ def _symbol(dump: "Dump", address: int) -> WhatIs | None:
         hit = k.lookup(address)
     except KdnbError:
         hit = None
+    region = module_region_of(dump, address) if MODULES_VADDR <= address < MODULES_END else None
+    if region is not None and hit is not None and not region[0] <= hit.address < region[1]:
+        hit = None  # a module's last symbol's size runs on past its region (sizes are guessed)
     if hit is None or (hit.size and hit.size > 0 and address >= hit.address + hit.size):
         if MODULES_VADDR <= address < MODULES_END:
-            return WhatIs(address, "region", "module area (no module symbol covers it)")
+            if region is not None:
+                start, _, name, part = region
+                return WhatIs(address, "module", f"module {name}, {part} {start:#x} + {address - start:#x}",
+                              {"module": name, "region": part, "region_start": start})
+            return None  # a vmalloc area, or the module area's free space (_vmalloc, _region)
         return None
     mod = f" [{hit.module}]" if hit.module else ""
     size = f"/{hit.size:#x}" if hit.size and hit.size > 0 else ""
@@ -116,8 +162,8 @@ def _slab_or_page(dump: "Dump", address: int) -> WhatIs | None:
     page = k.vmemmap_base + pfn * (page_t.size or 64)
     try:
         flags, head = struct.unpack("<QQ", k.read(page, 16))
-        if head & 1:  # a tail page: compound_head | 1
-            page = head - 1
+        if head & 1:  # a tail page
+            page = compound_head(page, head)
             flags = k.read_u64(page)
         slab = _slab(dump, k, page, address, base)
     except KdnbError as exc:
@@ -127,6 +173,17 @@ def _slab_or_page(dump: "Dump", address: int) -> WhatIs | None:
     mapping = k.read_u64(page + page_t.offsetof("mapping"))
     return WhatIs(address, "page", f"direct map, page frame {pfn:#x}",
                   {"page": page, "flags": f"{flags:#x}", "mapping": f"{mapping:#x}"})
+
+
+def compound_head(page: int, info: int) -> int:
+    """The head page of the tail ``page`` whose second word is ``info`` (bit 0 set): the head's
+    address + 1, or (7.x, power-of-2 sizeof(struct page)) a mask of the set's alignment + 1,
+    e.g. ~0xff | 1 for the four 64-byte struct pages of an order-2 compound page."""
+    value = info - 1
+    span = (~value & 0xFFFFFFFFFFFFFFFF) + 1
+    if 0 < span <= MAX_COMPOUND_SPAN and span & (span - 1) == 0:
+        return page & value
+    return value
 
 
 def _slab(dump: "Dump", k: "Kernel", page: int, address: int, base: int) -> WhatIs | None:
@@ -146,24 +203,9 @@ def _slab(dump: "Dump", k: "Kernel", page: int, address: int, base: int) -> What
     start = base + ((page - k.vmemmap_base) // (k.type("struct page").size or 64) << PAGE_SHIFT)
     index = (address - start) // size if size > 0 else 0
     obj = start + index * size
-    state = _free_state(k, st, page, cache, obj)
+    state = free_state(k, st, page, cache, obj)
     return WhatIs(address, "slab", f"{name} object {obj:#x} + {address - obj:#x} ({state})",
                   {"cache": cache, "cache_name": name, "object": obj, "index": index, "state": state})
-
-
-def _free_state(k: "Kernel", st: Any, page: int, cache: int, obj: int) -> str:
-    kc = k.type("struct kmem_cache")
-    offset = k.read_u32(cache + kc.offsetof("offset"))
-    random = k.read_u64(cache + kc.offsetof("random")) if kc.has_member("random") else None
-    ptr, seen = k.read_u64(page + st.offsetof("freelist")), 0
-    while ptr and seen < MAX_FREELIST:
-        if ptr == obj:
-            return "free"
-        at = ptr + offset
-        raw = k.read_u64(at)
-        ptr = raw ^ random ^ int.from_bytes(at.to_bytes(8, "little"), "big") if random is not None else raw
-        seen += 1
-    return "allocated (or on a CPU's freelist)"
 
 
 def _region(dump: "Dump", address: int) -> WhatIs | None:

@@ -11,7 +11,8 @@
  *   bug          BUG()
  *   warn         WARN() (panic_on_warn makes it fatal)
  *   softlockup   spin with preemption disabled (softlockup_panic makes it fatal)
- *   rcu-stall    spin with preemption disabled (panic_on_rcu_stall makes it fatal)
+ *   rcu-stall    spin inside rcu_read_lock() with preemption disabled (panic_on_rcu_stall
+ *                makes it fatal)
  *   hung         sleep uninterruptibly forever (hung_task_panic makes it fatal)
  *   hold         take kdnb_lock, then spin forever while holding it (cascade, part 1)
  *   wait         take kdnb_lock: blocks in D state behind "hold" (cascade, part 2)
@@ -36,6 +37,7 @@
 #include <linux/proc_fs.h>
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
+#include <linux/rcupdate.h>
 #include <linux/completion.h>
 #include <linux/delay.h>
 #include <linux/sched.h>
@@ -136,8 +138,14 @@ static int kdnb_do(const char *what)
 		BUG();
 	} else if (!strcmp(what, "warn")) {
 		WARN(1, "kdnb_crash: deliberate warning");
-	} else if (!strcmp(what, "softlockup") || !strcmp(what, "rcu-stall")) {
+	} else if (!strcmp(what, "softlockup")) {
 		preempt_disable();
+		kdnb_spin_forever();
+	} else if (!strcmp(what, "rcu-stall")) {
+		rcu_read_lock();
+		preempt_disable();
+		pr_emerg("kdnb_crash: %s[%d] spins in an RCU read-side section on CPU %d\n",
+			 current->comm, task_pid_nr(current), raw_smp_processor_id());
 		kdnb_spin_forever();
 	} else if (!strcmp(what, "hung")) {
 		wait_for_completion(&kdnb_never);
