@@ -37,13 +37,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"file:           {d.path}")
         print(f"format:         {d.format}  (page size {d.page_size})")
         print(f"release:        {d.vmcoreinfo.get('OSRELEASE', '?')}")
-        for key in ("compression", "dump_level", "header_version", "incomplete", "truncated",
-                    "filtered", "phys_base"):
+        for key in ("compression", "dump_level", "header_version", "filtered", "phys_base"):
             if key in h and h[key] is not None:
                 print(f"{key + ':':<16}{h[key]}")
+        seg = d.segments
+        print(f"truncated:      {_truncation(h, seg, d.page_size)}")
+        if "incomplete" in h:
+            print("incomplete:     " + ("SET: the capture tool stopped before the end (the dump is "
+                                        "incomplete)" if h["incomplete"] else
+                                        "not set (the capture tool did not flag the dump incomplete)"))
         for problem in h.get("problems", []):
             print(f"problem:        {problem}")
-        seg = d.segments
         by_state = seg.groupby("state", observed=True)["pages"].sum()
         print("pages:          " + ", ".join(f"{k} {int(v)}" for k, v in by_state.items()))
         print(f"cpus:           {len(d.cpus)}")
@@ -51,6 +55,19 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(d.cpus[["cpu", "pid", "rip", "rsp"]].to_string(
                 index=False, formatters={"rip": "{:#x}".format, "rsp": "{:#x}".format}))
     return 0
+
+
+def _truncation(header: dict, seg, page_size: int) -> str:
+    """'no', or how much of what the headers describe lies past the end of the file."""
+    from .ui.format import human_size
+
+    lost = int(seg.loc[seg["state"].astype(str) == "truncated", "pages"].sum()) if len(seg) else 0
+    if lost:
+        return (f"YES: {lost} pages ({human_size(lost * page_size)}) lie past the end of the file "
+                f"({header.get('file_size', '?')} bytes)")
+    if header.get("truncated"):
+        return f"YES: {header['truncated']}" if header["truncated"] is not True else "YES"
+    return "no"
 
 
 def cmd_why(args: argparse.Namespace) -> int:
@@ -66,17 +83,21 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write the offline HTML report (papermill + nbconvert) and say how long it took."""
+    """Write the offline HTML report (nbclient + nbconvert), with progress lines, and its time."""
     from .ui.report import make_report
 
-    rep = make_report(_dump_path(args.vmcore), args.output, include_memory=args.include_memory)
+    rep = make_report(_dump_path(args.vmcore), args.output, include_memory=args.include_memory,
+                      progress=lambda line: print(f"kdnb report: {line}", file=sys.stderr, flush=True))
     print(f"report: {rep}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="kdnb", description="Linux kernel crash dump post-mortem kit")
+    parser.add_argument("--version", action="version", version=f"kdnb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="what a dump is: format, header, CPUs, coverage")
     info.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
@@ -149,7 +170,12 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kdnb` console script."""
-    args = build_parser().parse_args(argv)
+    saved = warnings.showwarning
+    warnings.showwarning = _show_warning  # also for warnings while the parser is built
+    try:
+        args = build_parser().parse_args(argv)
+    finally:
+        warnings.showwarning = saved
     return run_command(args.func, args)
 
 

@@ -60,9 +60,9 @@ class Readiness(CheckTable):
     title = "kdump readiness"
 
     def _decide(self) -> str:
-        if any(c.status == "fail" and c.blocking for c in self.items):
+        if any(c.status == "fail" for c in self.items):  # a FAIL is never only "at risk"
             return "not ready"
-        if any(c.status in ("fail", "warn") for c in self.items):
+        if any(c.status == "warn" for c in self.items):
             return "at risk"
         return "ready"
 
