@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -145,7 +147,12 @@ def test_distributed_equals_in_process(fleet: dict, local_df: pd.DataFrame):
                       dashboard_address=None) as cluster, Client(cluster) as client:
         df = triage(fleet["paths"], client=client, cache=False, progress=False)
         assert len(client.scheduler_info()["workers"]) == 2
+        some = sorted(fleet["good"])[:2]  # `--scheduler ADDRESS`: a client of its own
+        by_address = triage(some, scheduler=cluster.scheduler_address, cache=False,
+                            progress=False)
     pd.testing.assert_frame_equal(df.drop(columns="seconds"), local_df.drop(columns="seconds"))
+    assert list(by_address["signature"]) == \
+        list(local_df.set_index("path").loc[some, "signature"])
 
 
 def test_cache_recomputes_only_changed_dumps(fleet: dict, local_df: pd.DataFrame,
@@ -216,6 +223,7 @@ def test_discover_split_sets_globs_and_missing(tmp_path: Path):
     a = write_kdump(tmp_path / "vmcore.1", spec, split=(0, 40))
     b = write_kdump(tmp_path / "vmcore.2", spec, split=(40, 100))
     lone = write_kdump(tmp_path / "dump.lone", spec)
+    shutil.copy(sys.executable, tmp_path / "python")  # an ELF, not a core: not taken in a walk
     items = discover([str(tmp_path)])
     assert sorted(i.paths for i in items) == sorted([(str(lone),), (str(a), str(b))])
     assert [i.paths for i in discover([str(tmp_path / "vmcore.*")])] == [(str(a), str(b))]

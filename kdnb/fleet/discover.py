@@ -1,7 +1,7 @@
 """Which files of a fleet are dumps: paths, directories and globs, split sets put together.
 
 A path named on the command line is always triaged (a file that is no dump becomes an error row).
-Inside a directory a file is taken when its first bytes are a dump's (ELF, kdump, flattened
+Inside a directory a file is taken when its first bytes are a dump's (ELF core, kdump, flattened
 makedumpfile) or when its name says it is one (`vmcore*`, `*.vmcore`, `dump.*`, `*.kdump`): a
 vmcore whose header was destroyed is still reported, a `dmesg.txt` beside it is not. The parts of
 a `makedumpfile --split` set (same crash: same utsname, time and page count in their headers) are
@@ -43,9 +43,11 @@ def looks_like_dump(path: str) -> bool:
         return True
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(18)
     except OSError:
         return False
+    if head.startswith(b"\x7fELF"):  # only ET_CORE: not the binaries, modules, vmlinux beside
+        return len(head) == 18 and head[16:18] == (b"\x04\x00" if head[5] == 1 else b"\x00\x04")
     return head.startswith(_MAGICS)
 
 

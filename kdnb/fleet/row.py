@@ -75,13 +75,18 @@ def _verdict_of_unopened(item: Item) -> str:
         return "unusable"
     try:
         return validate_path(item.path).verdict
-    except KdnbError:
+    except Exception:  # noqa: BLE001 - validation failing on this file must not end the run
         return "not a dump"
 
 
 def _fill(row: dict[str, Any], item: Item) -> None:
     from ..api import Dump
+    from ..process.source import looks_like_process_core
 
+    if len(item.paths) == 1 and looks_like_process_core(item.path):
+        row["verdict"] = "not a dump"
+        raise KdnbError(f"{item.path}: a userspace process core, not a kernel crash dump "
+                        "(kdnb.open(path) reads it as a kdnb.process.Core)")
     with Dump(item.paths if len(item.paths) > 1 else item.path) as d:
         try:
             _fill_open(row, d)
