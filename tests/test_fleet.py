@@ -16,8 +16,15 @@ import pytest
 from kdnb.analysis.rootcause_model import CATEGORIES
 from kdnb.fleet import buckets, fleet_html, triage
 from kdnb.fleet.discover import discover
-from kdnb.fleet.signature import (GENERIC_FRAMES, TITLES, guilty_frame, normalise_function,
-                                  normalise_message, signature, title)
+from kdnb.fleet.signature import (
+    GENERIC_FRAMES,
+    TITLES,
+    guilty_frame,
+    normalise_function,
+    normalise_message,
+    signature,
+    title,
+)
 
 from .builders import simple_spec, write_kdump
 from .conftest import CORPUS, DATA
@@ -61,7 +68,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = small.read_bytes()
     (bad / "vmcore.truncated").write_bytes(data[:len(data) * 3 // 10])
     flipped = bytearray(data)
-    for off in range(0, 8):  # the signature
+    for off in range(8):  # the signature
         flipped[off] ^= 0xFF
     (bad / "vmcore.magic-flipped").write_bytes(bytes(flipped))
     flipped = bytearray(data)
@@ -124,7 +131,7 @@ def _check_buckets(df: pd.DataFrame, scenario_of: dict) -> pd.DataFrame:
     assert len({next(iter(s)) for s in sigs}) == len(sigs), sigs
     b = buckets(df)
     assert len(b) == len(sigs)
-    for scenario, sig in sigs.items():
+    for sig in sigs.values():
         (row,) = b[b["signature"] == next(iter(sig))].itertuples()
         members = ok[ok["signature"] == row.signature]
         assert row.count == len(members)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, TextIO
 
 from ..errors import KdnbError
 from .cache import WORKER_ERROR
@@ -22,7 +22,7 @@ from .discover import Item
 from .row import triage_item
 
 
-def _bar(done: int, total: int, out=sys.stderr) -> None:
+def _bar(done: int, total: int, out: TextIO = sys.stderr) -> None:
     width = 30
     fill = width * done // max(total, 1)
     out.write(f"\rkdnb triage [{'#' * fill}{' ' * (width - fill)}] {done}/{total} dumps")

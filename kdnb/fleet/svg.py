@@ -33,10 +33,10 @@ def crashes_over_time(df: pd.DataFrame, top: int = 7, width: int = 760, height: 
     plot_w, plot_h = width - left - 10, height - bottom - top_pad
     peak = int(table.sum(axis=1).max()) or 1
     bar_w = plot_w / len(table)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 18 * len(order)}" '
-             f'role="img" aria-label="crashes over time" font-family="sans-serif" font-size="11">',
-             f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" '
-             f'y2="{top_pad + plot_h}" stroke="#333"/>',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 18 * len(order)}" '
+             f'role="img" aria-label="crashes over time" font-family="sans-serif" font-size="11">'),
+             (f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" '
+             f'y2="{top_pad + plot_h}" stroke="#333"/>'),
              f'<text x="4" y="{top_pad + 10}">{peak}</text>',
              f'<text x="4" y="{top_pad + plot_h}">0</text>']
     for i, (period, counts) in enumerate(table.iterrows()):

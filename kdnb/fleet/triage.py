@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import pandas as pd
@@ -32,6 +33,8 @@ def triage(paths: str | os.PathLike | list, client: Any = None, scheduler: str |
     """
     items = discover(paths)
     store = Cache(None if cache is True else cache) if cache is not False else None
+    if store is not None and store.problem:
+        warnings.warn(store.problem, stacklevel=2)
     keys: list[str | None] = []
     rows: list[dict[str, Any] | None] = []
     todo = []
