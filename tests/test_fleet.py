@@ -131,7 +131,7 @@ def _check_buckets(df: pd.DataFrame, scenario_of: dict) -> pd.DataFrame:
     assert len({next(iter(s)) for s in sigs}) == len(sigs), sigs
     b = buckets(df)
     assert len(b) == len(sigs)
-    for sig in sigs.values():
+    for sig in sigs:
         (row,) = b[b["signature"] == next(iter(sig))].itertuples()
         members = ok[ok["signature"] == row.signature]
         assert row.count == len(members)
