@@ -85,11 +85,11 @@ def _distributed(cl: Any, items: list[Item], progress: bool,
     keys = [f"kdnb-triage-{run_id}-{i}" for i in range(len(items))]
     futures = cl.map(triage_item, items, key=keys, pure=False, retries=0)
     index = {f.key: i for i, f in enumerate(futures)}
-    if progress:
-        if _in_notebook():
-            dask_progress(futures, notebook=True)  # a widget; rows are gathered below
-        else:
-            dask_progress(futures, notebook=False, multi=False)
+    if progress:  # a widget in Jupyter (rows are gathered below), else a text bar until done
+        try:
+            dask_progress(futures, multi=False)
+        except ImportError:  # a Jupyter kernel without ipywidgets
+            dask_progress(futures, multi=False, notebook=False)
     rows: list[dict[str, Any] | None] = [None] * len(items)
     for fut in as_completed(futures):
         i = index[fut.key]
@@ -103,11 +103,3 @@ def _distributed(cl: Any, items: list[Item], progress: bool,
         fut.release()
     return [r for r in rows if r is not None]
 
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
