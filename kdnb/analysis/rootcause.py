@@ -13,6 +13,7 @@ from .panic_log import PanicLog, Report, panic_reason, parse_panic_log
 from .rootcause_culprit import (add_taints, culprit_of, log_evidence, memory_evidence,
                                 module_evidence, simple_chain)
 from .rootcause_model import CATEGORIES, EXPLANATIONS, OOPS_CLASSES, Analysis, Culprit, RootCause
+from .rootcause_rcu import explain_rcu_stall
 from .rootcause_wait import explain_wait
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +42,12 @@ def root_cause(dump: "Dump") -> RootCause:
             if found.category != category:
                 alternatives.append((category, f"the log reports this symptom; {found.why}"))
             category, culprit, chain, confidence = found.category, found.culprit, found.chain, found.confidence
+    if category == "rcu-stall":
+        stall = explain_rcu_stall(an, report, culprit)
+        if stall is not None:
+            culprit, chain = stall
+            if plog.panic is not None:
+                chain.append({"role": "end", "what": plog.panic.headline})
     add_taints(an, culprit)
     if category in OOPS_CLASSES + ("panic-call",) and culprit.module:
         module_evidence(an, culprit)
