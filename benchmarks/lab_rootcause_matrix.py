@@ -95,7 +95,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         ok = "ok" if r[2] == r[3] else "MISMATCH"
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} ({ok}) | {r[4]} | {r[5]} | {r[6]:.0f} |")
+        who = "ok" if r[4] and r[4].split(" ")[0] in r[5].split(" or ") else "WRONG"
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} ({ok}) | {r[4]} ({who}) | {r[5]} | {r[6]:.0f} |")
 
 
 if __name__ == "__main__":
