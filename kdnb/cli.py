@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     system_cli.add_subparser(sub)
     from . import crash_cli
     crash_cli.add_subparser(sub)  # after system_cli: `kmem -s` joins its `kmem`
+    from .ui import notebook_cli
+    notebook_cli.add_subparser(sub)
     from .fleet import fleet_cli
     fleet_cli.add_subparser(sub)
     why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")

@@ -64,7 +64,7 @@ ui.table(seg)
 
 # %%
 v = ui.piece("capture validation", d.validate)
-v
+ui.result(v)
 
 # %% [markdown]
 # The checks that did not pass, and what to fix:
@@ -96,7 +96,7 @@ for name in ("tasks", "slab", "modules", "log"):
 
 # %%
 r = ui.piece("kdump readiness", lambda: kdnb.readiness(readiness_root))
-r
+ui.result(r)
 
 # %%
 if r is not None and hasattr(r, "checks"):

@@ -101,7 +101,7 @@ if slab is not None:
 
 # %%
 meminfo = ui.piece("memory counters", lambda: d.meminfo)
-meminfo
+ui.table(meminfo)
 
 # %% [markdown]
 # ## 6. The verdict: root cause
@@ -111,9 +111,18 @@ meminfo
 
 # %%
 rc = ui.piece("root cause", d.root_cause)
-rc
+ui.result(rc)
 
 # %%
 if rc is not None:
     print("category:", rc.category)
     print("culprit: ", rc.culprit)
+
+# %% [markdown]
+# ## 7. Browse everything: the viewer
+# `d.show()` opens the tabbed viewer: filter the tasks and pick one to see its stack, search the
+# log, look at every stack grouped by call chain, the validation and the root cause.
+
+# %%
+viewer = d.show()
+viewer

@@ -11,8 +11,8 @@ from ._safe import attempt, note_html, note_text
 from .paths import resolve_dump, sample_paths
 from .summary import dump_html, dump_text
 
-__all__ = ["dump_html", "dump_text", "show", "make_report", "piece", "table", "resolve_dump",
-           "sample_paths", "init"]
+__all__ = ["dump_html", "dump_text", "show", "make_report", "piece", "table", "result",
+           "resolve_dump", "sample_paths", "init"]
 
 
 def show(dump: Any):
@@ -45,6 +45,17 @@ def table(df: Any, highlight: Any = None, page_length: int = 15) -> None:
         return
     _display_html(TABLE_CSS + table_html(df, highlight=highlight, page_length=page_length),
                   f"{len(df)} rows")
+
+
+def result(value: Any, what: str = "result") -> None:
+    """Display a DataFrame, validation, readiness or root cause through kdnb's display layer
+    (hex addresses, key: value evidence, failures first) instead of its default HTML."""
+    from .render import html_of, plain_of
+    from .tables import TABLE_CSS
+
+    if value is None:
+        return
+    _display_html(TABLE_CSS + html_of(what, value), plain_of(value))
 
 
 def init(offline: bool = True) -> None:

@@ -1,1 +1,0 @@
-../kdnb/ui/templates/report.py
