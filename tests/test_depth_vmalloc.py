@@ -89,3 +89,25 @@ def test_module_areas(dump) -> None:
     if data:  # past the last symbol of the text: no symbol may claim it
         w = d.whatis(data[0][0])
         assert w.kind in ("module", "symbol") and w.details["module"] == data[0][2]
+
+
+def test_kmem_v_lists_the_stacks(capsys) -> None:
+    import json
+
+    from kdnb.cli import main
+
+    sample = sorted(p for p in DATA.glob("k6.12-*/vmcore*") if p.is_file())[0]
+    assert main(["kmem", "-v", "--json", str(sample)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with kdnb.open(sample) as d:
+            areas, tasks = d.vmap_areas, d.tasks
+    assert [r["start"] for r in rows] == [int(a) for a in areas["start"]]
+    listed = {(r["pid"], r["comm"]) for r in rows if r["pid"] is not None}
+    # every task; the boot CPU's idle task runs on the kernel image's init_stack
+    assert listed == {(int(p), str(c)) for p, c in zip(tasks["pid"], tasks["comm"])} - {(0, "swapper/0")}
+    assert main(["kmem", "-v", str(sample)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:5] == ["START", "END", "SIZE", "KIND", "CALLER"]
+    assert "KiB" in text and "kernel_clone" in text

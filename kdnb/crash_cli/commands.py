@@ -1,4 +1,4 @@
-"""The crash-style subcommands: `kdnb ps`, `bt`, `log`, `runq`, `kmem -s`, `mod`, `locks`, `mount`,
+"""The crash-style subcommands: `kdnb ps`, `bt`, `log`, `runq`, `kmem -s/-v`, `mod`, `locks`, `mount`,
 `wq`, `whatis`, `shell`. Each takes the dump path after its own arguments (default: the first
 bundled sample), prints an aligned table (or `--json` / `--csv`), and reports a bad input as one
 line with a non-zero exit status (kdnb.cli.run_command)."""
@@ -127,6 +127,10 @@ def cmd_slab(d: Any, args: argparse.Namespace) -> None:
     emit(s[["address", "name", "object_size", "active_objs", "num_objs", "num_slabs", "total_bytes"]], args)
 
 
+def cmd_vmalloc(d: Any, args: argparse.Namespace) -> None:
+    emit(d.vmap_areas[["start", "end", "size", "kind", "caller", "nr_pages", "pid", "comm"]], args)
+
+
 def cmd_mod(d: Any, args: argparse.Namespace) -> None:
     emit(d.modules[["address", "name", "base", "size", "state", "refcount", "taints"]], args)
 
@@ -230,19 +234,23 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
 
 
 def _kmem_slab(sub: argparse._SubParsersAction) -> None:
-    """`kdnb kmem -s`: slab caches, on the system-state `kmem` when it exists."""
+    """`kdnb kmem -s` (slab caches) and `-v` (vmalloc areas), on the system-state `kmem` when it exists."""
     kmem = sub.choices.get("kmem")
     if kmem is None:
         kmem = sub.add_parser("kmem", help="memory at the crash; -s slab caches")
         kmem.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     other = kmem.get_default("func")
     kmem.add_argument("-s", dest="slab", action="store_true", help="slab caches (crash kmem -s)")
+    kmem.add_argument("-v", dest="vmalloc", action="store_true",
+                      help="vmalloc areas: size, kind, caller, whose stack (crash kmem -v)")
     if "json" not in {a.dest for a in kmem._actions}:
         kmem.add_argument("--json", action="store_true", help="JSON records (with -s)")
         kmem.add_argument("--csv", action="store_true", help="CSV (with -s)")
-    slab = _runner(cmd_slab)
+    slab, vmalloc = _runner(cmd_slab), _runner(cmd_vmalloc)
 
     def run(args: argparse.Namespace) -> int:
+        if args.vmalloc:
+            return vmalloc(args)
         if args.slab or other is None:
             return slab(args)
         return other(args)
