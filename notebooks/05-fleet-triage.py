@@ -38,8 +38,11 @@ from pathlib import Path
 import pandas as pd
 
 import kdnb
+import kdnb.ui as ui
 from kdnb.fleet import write_report
 from kdnb.fleet.signature import GENERIC_FRAMES
+
+ui.init()
 
 fleet_dir = Path(tempfile.mkdtemp(prefix="kdnb-fleet-"))
 sources = [Path(dump_path)] if dump_path else list(kdnb.samples()["path"])
@@ -66,7 +69,7 @@ paths
 # %%
 cache = fleet_dir / "triage-cache.parquet"  # a fresh cache: every dump is computed now
 df = kdnb.triage(paths, workers=workers, cache=cache)
-df[["path", "release", "verdict", "category", "title", "comm", "seconds", "error"]]
+ui.table(df[["path", "release", "verdict", "category", "title", "comm", "seconds", "error"]])
 
 # %% [markdown]
 # ## 2. Buckets: the same bug on every kernel
@@ -75,7 +78,7 @@ df[["path", "release", "verdict", "category", "title", "comm", "seconds", "error
 
 # %%
 b = kdnb.buckets(df)
-b[["count", "title", "kernels", "modules", "first_crash", "last_crash", "example"]]
+ui.table(b[["count", "title", "kernels", "modules", "first_crash", "last_crash", "example"]])
 
 # %% [markdown]
 # ## 3. How a title is made
@@ -87,7 +90,8 @@ b[["count", "title", "kernels", "modules", "first_crash", "last_crash", "example
 print(f"{len(GENERIC_FRAMES)} generic frame prefixes, e.g.:")
 for prefix, why in list(GENERIC_FRAMES.items())[-8:]:
     print(f"  {prefix:<28} {why}")
-df.loc[df["error"].isna(), ["title", "guilty_function", "guilty_module", "frames", "signature"]]
+ui.table(df.loc[df["error"].isna(), ["title", "guilty_function", "guilty_module", "frames",
+                                     "signature"]])
 
 # %% [markdown]
 # ## 4. Which kernels, which modules
@@ -96,16 +100,17 @@ df.loc[df["error"].isna(), ["title", "guilty_function", "guilty_module", "frames
 
 # %%
 ok = df[df["error"].isna()]
-pd.crosstab(ok["release"], ok["category"])
+ui.table(pd.crosstab(ok["release"], ok["category"]).reset_index())
 
 # %%
-ok.groupby(["guilty_module", "taints"], dropna=False).size().rename("dumps").reset_index()
+ui.table(ok.groupby(["guilty_module", "taints"], dropna=False).size().rename("dumps")
+         .reset_index())
 
 # %% [markdown]
 # ## 5. What could not be triaged
 
 # %%
-df.loc[df["error"].notna(), ["path", "verdict", "error"]]
+ui.table(df.loc[df["error"].notna(), ["path", "verdict", "error"]])
 
 # %% [markdown]
 # ## 6. The nightly re-run and the fleet report
