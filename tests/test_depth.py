@@ -144,3 +144,15 @@ def test_softlockup_cpu_and_workqueue() -> None:
         wq = d.workqueues
         stalled = wq[(wq["cpu"] == 0) & (wq["status"] == "pending")]
         assert len(stalled) and (stalled["stalled"] > pd.Timedelta(seconds=5)).all()
+
+
+def test_compound_head_encodings() -> None:
+    from kdnb.views.whatis import compound_head
+
+    vmemmap = 0xFFFFFABE00000000
+    head = vmemmap + 0x2618 * 64
+    assert compound_head(head + 64, head + 1) == head  # the head's address + 1 (to 6.x)
+    for tail in range(1, 4):  # 7.x: a mask of the 4 x 64-byte struct pages of an order-2 page
+        assert compound_head(head + tail * 64, (~0xFF & (1 << 64) - 1) | 1) == head
+    big = vmemmap + (1 << 24) * 3  # an order-18 (1 GiB) folio: 2^18 struct pages
+    assert compound_head(big + 12345 * 64, (~((1 << 24) - 1) & (1 << 64) - 1) | 1) == big
