@@ -243,10 +243,30 @@ def test_report_in_headless_chromium(report, tmp_path):
         texts = drv.execute_script("return Array.from(document.querySelectorAll("
                                    "'#kdnb-tasks-table table.dataTable tbody tr')).map(x => x.innerText)")
         assert all("swapper/0" in t for t in texts), texts
+        # what a reader sees: the sections in order, labelled memory rows, no decimal address
+        tops = drv.execute_script(
+            "return arguments[0].map(k => { const e = document.getElementById('kdnb-' + k);"
+            " return e ? e.getBoundingClientRect().top + window.scrollY : -1; })",
+            [k for k, _ in sections.SECTIONS])
+        assert all(t >= 0 for t in tops) and tops == sorted(tops), tops
+        seen = drv.execute_script("return document.body.innerText")
+        assert not DECIMAL_KERNEL_ADDRESS.search(seen), DECIMAL_KERNEL_ADDRESS.search(seen)
+        assert "<NA>" not in seen
+        memory_labels = drv.execute_script(
+            "const h = document.getElementById('kdnb-memory'); let n = h.nextElementSibling, out = [];"
+            " while (n && n.tagName !== 'H2') { n.querySelectorAll('tbody tr td:first-child')"
+            ".forEach(td => out.push(td.innerText.trim())); n = n.nextElementSibling; } return out;")
+        assert {"total", "free"} <= set(memory_labels), memory_labels[:10]
         png = drv.get_screenshot_as_png()
+        drv.execute_script("document.getElementById('kdnb-timeline').scrollIntoView()")
+        timeline_png = drv.get_screenshot_as_png()
     finally:
         drv.quit()
     (tmp_path / "report.png").write_bytes(png)
+    artifacts = Path(__file__).resolve().parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "report-top.png").write_bytes(png)
+    (artifacts / "report-timeline.png").write_bytes(timeline_png)
     from matplotlib.image import imread
 
     img = imread(io.BytesIO(png), format="png")
