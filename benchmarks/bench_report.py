@@ -34,7 +34,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for dump in dumps:
             rep = make_report(dump, Path(tmp) / "report.html")
-            status = "ok" if rep.seconds < 30 else "SLOW (goal < 30 s)"
+            status = "ok" if rep.seconds < 10 else "SLOW (goal < 10 s)"
             print(f"report   {Path(dump).parent.name:<24} {rep.seconds:6.1f} s  (execute "
                   f"{rep.execute_seconds:.1f} s, render {rep.render_seconds:.1f} s, "
                   f"{rep.size / 1024:.0f} KiB)  {status}")
