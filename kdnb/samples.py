@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: data/ at the repository root (the package is installed editable, `pip install -e .`).
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
+#: Real process cores of data/cores/crashers.c (tools/make_process_cores.py), with gdb's view.
+CORES_DIR = DATA_DIR / "cores"
+
 #: The sample opened when no name is given.
 DEFAULT_SAMPLE = "k6.1-oops"
 
@@ -80,3 +83,13 @@ def open_sample(name: str | None = None) -> "Dump":
     from .api import open as _open
 
     return _open(sample_path(name))
+
+
+def sample_core(name: str = "threads") -> Path:
+    """A bundled process core (data/cores/core.NAME.zst: null, stack, abort, assert, double-free,
+    threads, sigbus, sigill, fpe, rodata, bad-call, kill, gcore); its binary is beside it."""
+    path = CORES_DIR / f"core.{name}.zst"
+    if not path.exists():
+        known = sorted(p.name[5:-4] for p in CORES_DIR.glob("core.*.zst"))
+        raise KdnbError(f"no bundled process core {name!r} in {CORES_DIR} (known: {known})")
+    return path

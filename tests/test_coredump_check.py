@@ -23,9 +23,10 @@ import kdnb
 from kdnb.analysis.coredump_check import coredump_check
 from kdnb.analysis.coredump_settings import UNLIMITED, from_dump, parse_limits, parse_systemd_coredump
 from kdnb.cli import main as kdnb_main
+from kdnb.samples import CORES_DIR
 from tests.conftest import DATA
 
-BINARY = Path(__file__).parent / "fixtures" / "cores" / "crashers"
+BINARY = CORES_DIR / "crashers"
 NOBODY = 65534
 DUMPS = sorted(p for p in DATA.glob("*/vmcore.*"))
 

@@ -1,4 +1,4 @@
-"""Process cores made on a real kernel (tests/fixtures/cores, rebuilt by
+"""Process cores made on a real kernel (data/cores, rebuilt by
 tools/make_process_cores.py): kdnb's threads, signal, mappings, backtraces and root cause
 against gdb's view of the same cores, recorded beside them."""
 
@@ -17,8 +17,9 @@ from elftools.elf.elffile import ELFFile
 import kdnb
 from kdnb.errors import KdnbError
 from kdnb.process import Core, NotInCore
+from kdnb.samples import CORES_DIR
 
-CORES = Path(__file__).parent / "fixtures" / "cores"
+CORES = CORES_DIR
 BINARY = CORES / "crashers"
 SCENARIOS = sorted(p.stem for p in CORES.glob("*.json"))
 

@@ -1,4 +1,4 @@
-"""Build tests/fixtures/cores: real process cores of tests/fixtures/cores/crashers.c, each with
+"""Build data/cores: real process cores of data/cores/crashers.c, each with
 gdb's view of it as ground truth.
 
     sudo python3 tools/make_process_cores.py [--out DIR] [--only SCENARIO ...]
@@ -30,7 +30,7 @@ from pathlib import Path
 import zstandard
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "tests" / "fixtures" / "cores"
+DEFAULT_OUT = REPO / "data" / "cores"
 CFLAGS = ["-static", "-O2", "-fno-omit-frame-pointer", "-fno-inline", "-fno-optimize-sibling-calls",
           "-pthread", "-Wall"]
 STACK_LIMIT = 256 * 1024
