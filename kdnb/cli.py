@@ -33,6 +33,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .api import open as open_dump
 
     with open_dump(_dump_path(args.vmcore)) as d:
+        if d.format == "process-core":
+            print(f"file:           {d.path}\nformat:         process core ({d.header['compression']})")
+            print(f"process:        {d.process['comm']} pid {d.process['pid']}: {d.process['args']}")
+            print(f"signal:         {d.signal}\nthreads:        {len(d.threads)}")
+            print(f"truncated:      {d.header['truncated']}")
+            return 0
         h = d.header
         print(f"file:           {d.path}")
         print(f"format:         {d.format}  (page size {d.page_size})")
@@ -83,11 +89,22 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write the offline HTML report (nbclient + nbconvert), with progress lines, and its time."""
-    from .ui.report import make_report
+    """Write the offline HTML report (nbclient + nbconvert; a process core's straight from the
+    Core), with progress lines, and its time."""
+    def say(line: str) -> None:
+        print(f"kdnb report: {line}", file=sys.stderr, flush=True)
 
-    rep = make_report(_dump_path(args.vmcore), args.output, include_memory=args.include_memory,
-                      progress=lambda line: print(f"kdnb report: {line}", file=sys.stderr, flush=True))
+    path = _dump_path(args.vmcore)
+    from .process.source import looks_like_process_core
+
+    if looks_like_process_core(path):
+        from .ui.process_report import make_process_report
+
+        rep = make_process_report(path, args.output, progress=say)
+    else:
+        from .ui.report import make_report
+
+        rep = make_report(path, args.output, include_memory=args.include_memory, progress=say)
     print(f"report: {rep}")
     return 0
 

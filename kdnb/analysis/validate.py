@@ -120,7 +120,7 @@ def validate(dump: Any) -> Validation:
 
 def validate_path(path: str | os.PathLike[str]) -> Validation:
     """Open and validate a file; a file that does not open still yields a Validation."""
-    from ..api import open as open_dump
+    from ..api import Dump as open_dump  # a process core is "not a dump" here
 
     t0 = time.perf_counter()
     name = os.fspath(path)

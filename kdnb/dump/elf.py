@@ -101,7 +101,7 @@ class ElfDump(DumpReader):
             raise FormatError(f"{self.path}: an ELF core with neither memory segments nor notes")
         if raw is None and not qemu and any(n.type in USER_NOTE_TYPES for n in self.notes):
             raise FormatError(f"{self.path}: a userspace process core dump (it has process "
-                              "notes and no VMCOREINFO); kdnb reads kernel crash dumps")
+                              "notes and no VMCOREINFO); kdnb.open() reads it as a process core (kdnb report CORE)")
         try:
             self.page_size = vmcoreinfo_int(self.vmcoreinfo, "PAGESIZE", self.path, 4096)
         except ImplausibleValue as exc:

@@ -73,7 +73,8 @@ class Core:
         if not self._notes.threads:
             self._source.close()
             raise FormatError(f"{self.path}: an ELF core without any NT_PRSTATUS (thread) note")
-        self._binaries = binaries
+        # without a search path the core's own folder is looked in (a build id must still match)
+        self._binaries = binaries if binaries is not None else [os.path.dirname(os.path.abspath(self.path))]
         self._use_mapped = use_mapped_paths
         self._symtabs: dict[int, SymbolTable] = {}
 

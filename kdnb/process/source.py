@@ -8,6 +8,7 @@ import gzip
 import lzma
 import os
 import tempfile
+import zlib
 from typing import IO, Callable
 
 from ..dump.detect import ELF_MAGIC, is_process_core, regular_file_size
@@ -70,7 +71,7 @@ def looks_like_process_core(path: str) -> bool:
                 os.close(fd)
         with open(path, "rb") as f:
             head = _stream(path, f).read(PEEK_BYTES)
-    except (OSError, EOFError, lzma.LZMAError, ValueError):
+    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError):
         return False
     except Exception as exc:  # noqa: BLE001 - a codec's own error class (zstandard.ZstdError)
         if type(exc).__module__.startswith(("zstandard", "lz4")):
