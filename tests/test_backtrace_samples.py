@@ -109,3 +109,21 @@ def test_oops_stack_equals_the_kernels_trace() -> None:
         kernel = df[df["kind"] != "user"]
         assert kernel["text"].tolist()[1:] == trace
         assert df["module"].tolist()[:2] == ["kdnb_crash", "kdnb_crash"]
+
+
+def test_stack_context_goes_with_its_dump() -> None:
+    """Walking stacks keeps nothing alive: once the dump is dropped its Kernel is collected."""
+    import gc
+
+    from kdnb.kernel.kernel import Kernel
+
+    def kernels() -> int:
+        gc.collect()
+        return sum(isinstance(o, Kernel) for o in gc.get_objects())
+
+    before = kernels()
+    d = kdnb.open_sample()
+    assert len(d.stacks) and kernels() == before + 1
+    d.close()
+    del d
+    assert kernels() == before

@@ -88,22 +88,7 @@ def _fill(row: dict[str, Any], item: Item) -> None:
         raise KdnbError(f"{item.path}: a userspace process core, not a kernel crash dump "
                         "(kdnb.open(path) reads it as a kdnb.process.Core)")
     with Dump(item.paths if len(item.paths) > 1 else item.path) as d:
-        try:
-            _fill_open(row, d)
-        finally:
-            _drop_stack_memo(d)
-
-
-def _drop_stack_memo(d: Any) -> None:
-    """Forget the dump's stack-walk context. Workaround: kdnb.views.stackwalk keeps one per
-    kernel in a WeakKeyDictionary whose value holds its key, so the kernel (and ~40 MiB per
-    dump) never goes, and a worker that triages thousands of dumps would grow without bound."""
-    from ..views import stackwalk
-
-    memo = getattr(stackwalk, "_unwinders", None)
-    kernel = d.__dict__.get("kernel")
-    if memo is not None and kernel is not None:
-        memo.pop(kernel, None)
+        _fill_open(row, d)
 
 
 def _fill_open(row: dict[str, Any], d: Any) -> None:

@@ -10,7 +10,6 @@ dump costs a few hundred symbol and ORC searches, not tens of thousands.
 from __future__ import annotations
 
 import re
-import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import pandas as pd
@@ -28,7 +27,7 @@ _CLONE_SUFFIX = re.compile(r"\.(?:cold|part|isra|constprop|lto_priv|llvm|localal
 CRASH_FUNCTIONS = ("__crash_kexec", "crash_kexec", "crash_setup_regs", "machine_crash_shutdown",
                    "native_machine_crash_shutdown", "panic")
 
-_unwinders: "weakref.WeakKeyDictionary[Any, StackContext]" = weakref.WeakKeyDictionary()
+CONTEXT_KEY = "_stack_context"
 
 
 def source_function(name: str) -> str:
@@ -140,11 +139,10 @@ class StackContext:
 
 
 def context(dump: "Dump") -> StackContext:
-    kernel = dump.kernel
-    ctx = _unwinders.get(kernel)
+    """The dump's stack-walk context, made once and kept on the dump (it goes with it)."""
+    ctx = dump.__dict__.get(CONTEXT_KEY)
     if ctx is None:
-        ctx = StackContext(kernel)
-        _unwinders[kernel] = ctx
+        ctx = dump.__dict__[CONTEXT_KEY] = StackContext(dump.kernel)
     return ctx
 
 
