@@ -97,7 +97,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = _dump_path(args.vmcore)
     from .process.source import looks_like_process_core
 
-    if looks_like_process_core(path):
+    if os.path.isfile(path) and looks_like_process_core(path):
         from .ui.process_report import make_process_report
 
         rep = make_process_report(path, args.output, progress=say)
