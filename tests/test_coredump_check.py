@@ -235,3 +235,31 @@ def test_parsers() -> None:
                         "Max file size   1024   unlimited  bytes\n") == {"core": UNLIMITED, "fsize": 1024}
     conf = parse_systemd_coredump(["[Coredump]\nStorage=external\n", "[Coredump]\nProcessSizeMax=0\n"])
     assert conf["Storage"] == "external" and conf["ProcessSizeMax"] == "0"
+
+
+def _pattern_writable() -> bool:
+    return os.geteuid() == 0 and os.access("/proc/sys/kernel/core_pattern", os.W_OK)
+
+
+@pytest.mark.skipif(not _pattern_writable(), reason="needs root and a writable core_pattern")
+def test_pipe_to_a_missing_handler(tmp_path: Path) -> None:
+    """core_pattern piped to a program that is not there, set for a moment on this machine and
+    restored: the check names the handler, the kernel writes nothing and logs why."""
+    knob = Path("/proc/sys/kernel/core_pattern")
+    saved = knob.read_text()
+    handler = f"/nonexistent/kdnb-handler-{os.getpid()}"
+    try:
+        knob.write_text(f"|{handler} %p\n")
+        w = Waiting(tmp_path)
+        r = coredump_check(pid=w.pid)
+        assert r.failing() == ["coredump.handler"], str(r)
+        assert handler in r["coredump.handler"].detail
+        assert not w.crash()
+    finally:
+        knob.write_text(saved)
+    assert not _cores(tmp_path)
+    assert _pattern() == saved.strip()
+    log = coredump_check().items
+    lines = next(c for c in log if c.check == "coredump.log").evidence.get("lines", [])
+    if shutil.which("dmesg") and subprocess.run(["dmesg"], capture_output=True).returncode == 0:
+        assert any(handler in line for line in lines), lines
