@@ -179,7 +179,8 @@ class CheckTable:
     def _repr_html_(self) -> str:
         esc = html.escape
         colour = {"usable": "#2e7d32", "ready": "#2e7d32", "degraded": "#b26a00",
-                  "not ready": "#c62828", "unusable": "#c62828", "not a dump": "#c62828"}
+                  "not ready": "#c62828", "unusable": "#c62828", "not a dump": "#c62828",
+                  "will dump": "#2e7d32", "at risk": "#b26a00", "no core": "#c62828"}
         rows = []
         for c in self.items:
             ev = esc(format_evidence(c.evidence))

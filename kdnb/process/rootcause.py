@@ -126,8 +126,9 @@ class ProcessRootCause:
     def _repr_html_(self) -> str:
         esc = html.escape
         chain = "".join(f"<li><b>{esc(s['role'])}</b>: {esc(s['what'])}</li>" for s in self.chain)
-        ev = self.evidence[["kind", "text", "why"]].to_html(index=False, escape=True) \
-            if len(self.evidence) else "<p>none</p>"
+        ev = "<ul>" + "".join(
+            f"<li><b>{esc(str(r.kind))}</b>: {esc(str(r.text))} <small>({esc(str(r.why))})</small></li>"
+            for r in self.evidence.itertuples()) + "</ul>" if len(self.evidence) else "<p>none</p>"
         return (f"<div class='kdnb-rootcause'><h3>Root cause: {esc(self.category)} "
                 f"<small>({self.confidence:.0%})</small></h3><p>{esc(self.explanation)}</p>"
                 f"<p><b>Message:</b> <code>{esc(self.message)}</code></p>"
