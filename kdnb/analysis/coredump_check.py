@@ -208,7 +208,7 @@ def check_suid(s: CoredumpSettings) -> Check:
     v = s.suid_dumpable
     ev = {"suid_dumpable": v, "dumpable": s.dumpable, "uids": s.uids, "exe": s.exe}
     priv = _exe_privilege(s)
-    changed = s.privileged_change or s.dumpable == 0 or (priv is not None)
+    changed = s.privileged_change or s.dumpable in (0, 2) or priv is not None
     what = (f"the process's own dumpable flag is {s.dumpable}" if s.dumpable is not None and
             s.dumpable != 1 else f"{s.exe} is {priv}" if priv else
             f"the process runs with changed credentials (uids {s.uids})" if s.privileged_change
