@@ -73,7 +73,7 @@ def check_pattern(s: CoredumpSettings) -> Check:
         return Check("coredump.pattern", AREA, "fail", "kernel.core_pattern is empty",
                      "set it: sysctl kernel.core_pattern=core (or a pipe to systemd-coredump)", ev)
     if s.is_pipe:
-        return Check("coredump.pattern", AREA, "pass", f"cores are piped to {pat[1:].split()[0]}",
+        return Check("coredump.pattern", AREA, "pass", f"cores are piped to {s.handler}",
                      "", ev)
     if pat.startswith("/"):
         return Check("coredump.pattern", AREA, "pass", f"cores are written to {pat}", "", ev)
@@ -91,8 +91,7 @@ def check_handler(s: CoredumpSettings) -> Check:
         return Check("coredump.handler", AREA, "skip", "core_pattern unknown: the handler too")
     if not s.is_pipe:
         return Check("coredump.handler", AREA, "pass", "no pipe handler (core_pattern is a path)")
-    words = s.core_pattern[1:].split()
-    handler = words[0] if words else ""
+    handler = s.handler
     ev: dict = {"handler": handler}
     if s.tree is not None and handler:
         path = s.tree.path(handler)

@@ -71,6 +71,12 @@ class CoredumpSettings:
         return bool(self.core_pattern) and self.core_pattern.startswith("|")
 
     @property
+    def handler(self) -> str:
+        """The program a pipe core_pattern runs ("" for a path pattern or an empty pipe)."""
+        words = self.core_pattern[1:].split() if self.is_pipe else []
+        return words[0] if words else ""
+
+    @property
     def privileged_change(self) -> bool | None:
         """Whether the process changed credentials (set-uid/set-gid: real != effective ids),
         which makes the kernel treat it by fs.suid_dumpable; None when unknown."""
@@ -146,7 +152,7 @@ def from_system(root: str = "/", pid: int | None = None) -> CoredumpSettings:
         s.config_coredump = config["CONFIG_COREDUMP"] == "y"
     _process(s, tree, pid)
     if s.is_pipe:
-        handler = os.path.basename(s.core_pattern[1:].split()[0]) if s.core_pattern[1:].split() else ""
+        handler = os.path.basename(s.handler)
         if "systemd-coredump" in handler:
             texts = [tree.read("etc/systemd/coredump.conf") or ""]
             for folder in ("etc/systemd/coredump.conf.d", "usr/lib/systemd/coredump.conf.d"):
