@@ -8,13 +8,13 @@ message for abort() (assertion failures, heap checks) is read from `__abort_msg`
 
 from __future__ import annotations
 
-import html
 import struct
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ..answer import Answer
 from ..errors import KdnbError
 from .mappings import NULL_PAGE_END
 from .signals import SIGABRT, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, signal_name
@@ -86,55 +86,10 @@ class ProcessCulprit:
         return ", ".join(parts)
 
 
-@dataclass
-class ProcessRootCause:
-    """The answer to "why did this process die?"; `str()` for text, `_repr_html_` for notebooks."""
+class ProcessRootCause(Answer):
+    """The answer to "why did this process die?" (kdnb.answer.Answer with the process categories)."""
 
-    category: str
-    message: str
-    culprit: ProcessCulprit
-    evidence: pd.DataFrame
-    chain: list[dict] = field(default_factory=list)
-    confidence: float = 0.5
-    alternatives: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def explanation(self) -> str:
-        """One sentence on the category for a person new to process crashes."""
-        return EXPLANATIONS[self.category]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return {"category": self.category, "explanation": self.explanation, "message": self.message,
-                "culprit": self.culprit.__dict__, "confidence": self.confidence, "chain": self.chain,
-                "alternatives": self.alternatives, "notes": self.notes,
-                "evidence": self.evidence.astype(object).where(self.evidence.notna(), None).to_dict("records")}
-
-    def __str__(self) -> str:
-        lines = [f"Root cause: {self.category} (confidence {self.confidence:.0%})",
-                 f"  {self.explanation}", f"Message:  {self.message}", f"Culprit:  {self.culprit}"]
-        if self.chain:
-            lines.append("Chain:")
-            lines += [f"  {i + 1}. [{s['role']}] {s['what']}" for i, s in enumerate(self.chain)]
-        if len(self.evidence):
-            lines.append("Evidence:")
-            lines += [f"  - {row.text}  ({row.why})" for row in self.evidence.itertuples()]
-        lines += [f"Note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        esc = html.escape
-        chain = "".join(f"<li><b>{esc(s['role'])}</b>: {esc(s['what'])}</li>" for s in self.chain)
-        ev = "<ul>" + "".join(
-            f"<li><b>{esc(str(r.kind))}</b>: {esc(str(r.text))} <small>({esc(str(r.why))})</small></li>"
-            for r in self.evidence.itertuples()) + "</ul>" if len(self.evidence) else "<p>none</p>"
-        return (f"<div class='kdnb-rootcause'><h3>Root cause: {esc(self.category)} "
-                f"<small>({self.confidence:.0%})</small></h3><p>{esc(self.explanation)}</p>"
-                f"<p><b>Message:</b> <code>{esc(self.message)}</code></p>"
-                f"<p><b>Culprit:</b> {esc(str(self.culprit))}</p>"
-                + (f"<p><b>Chain</b></p><ol>{chain}</ol>" if chain else "")
-                + f"<p><b>Evidence</b></p>{ev}</div>")
+    EXPLANATIONS = EXPLANATIONS
 
 
 def abort_message(core: "Core") -> str | None:
