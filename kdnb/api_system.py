@@ -127,3 +127,12 @@ class SystemViews:
         from .views.net import net_frame
 
         return self._provenance(net_frame(self))
+
+    @cached_property
+    def sockets(self) -> pd.DataFrame:
+        """Sockets the tasks hold open (crash `net -s`, /proc/net/{unix,tcp,udp}): pid, comm, fd,
+        inode, family, type, protocol, state, local/remote address and port, peer_inode,
+        rx_queue, tx_queue, uid, socket, sock; see kdnb.views.sockets."""
+        from .views.sockets import sockets_frame
+
+        return self._provenance(sockets_frame(self))

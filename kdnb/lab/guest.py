@@ -50,11 +50,13 @@ SNAPSHOT_PROC = {"zoneinfo.txt": "/proc/zoneinfo", "buddyinfo.txt": "/proc/buddy
                  "net-dev.txt": "/proc/net/dev", "net-unix.txt": "/proc/net/unix",
                  "sockstat.txt": "/proc/net/sockstat", "interrupts.txt": "/proc/interrupts",
                  "softirqs.txt": "/proc/softirqs", "timer_list.txt": "/proc/timer_list",
-                 "diskstats.txt": "/proc/diskstats", "partitions.txt": "/proc/partitions"}
+                 "diskstats.txt": "/proc/diskstats", "partitions.txt": "/proc/partitions",
+                 "net-tcp.txt": "/proc/net/tcp", "net-tcp6.txt": "/proc/net/tcp6",
+                 "net-udp.txt": "/proc/net/udp", "net-udp6.txt": "/proc/net/udp6"}
 
 #: Workload processes the first kernel starts: (comm, kdnb_work arguments).
 WORKLOAD = (("kdnb_sleeper", "sleep"), ("kdnb_spin_cpu1", "spin 1"),
-            ("kdnb_fifo_rd", "fifo /kdnb.fifo"))
+            ("kdnb_fifo_rd", "fifo /kdnb.fifo"), ("kdnb_sockets", "sockets"))
 
 
 def modinfo_depends(ko: bytes) -> list[str]:
@@ -183,7 +185,8 @@ def first_init(scenario: Scenario, formats: list[Format]) -> str:
         *[f"cat {src} > $S/{name} 2>/dev/null" for name, src in SNAPSHOT_PROC.items()],
         f'for k in {sysctls}; do echo "$k = $(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; '
         "done > $S/sysctl.txt",
-        'while read c p; do cat /proc/$p/maps > $S/maps-$c.txt; ls -l /proc/$p/fd > $S/fd-$c.txt; '
+        'while read c p; do cat /proc/$p/maps > $S/maps-$c.txt; cat /proc/$p/smaps > $S/smaps-$c.txt; '
+        'ls -l /proc/$p/fd > $S/fd-$c.txt; '
         'for f in /proc/$p/fdinfo/*; do echo "fd: ${f##*/}"; cat $f; done > $S/fdinfo-$c.txt; '
         "done < $S/workload.txt",
         "cat /proc/[0-9]*/stat > $S/proc-stat.txt 2>/dev/null",

@@ -2,7 +2,8 @@
 
 `net_namespace_list` links each `struct net` (its `list`); each namespace's `dev_base_head`
 links its `net_device`s (`dev_list`). Addresses are the link-layer `dev_addr` and the IPv4
-`in_ifaddr` chain of `ip_ptr`. Counters and sockets are not read yet.
+`in_ifaddr` chain of `ip_ptr`. Counters are what dev_get_stats() would return, where kdnb
+knows how the driver keeps them (kdnb.views.netstats); sockets are kdnb.views.sockets.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from .. import bounds
 from ..errors import KdnbError
 from .common import Gaps, fitting, read_or_none
+from .netstats import COUNTERS, NetStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -29,7 +31,7 @@ IFF_FLAGS = ["UP", "BROADCAST", "DEBUG", "LOOPBACK", "POINTOPOINT", "NOTRAILERS"
              "AUTOMEDIA", "DYNAMIC", "LOWER_UP", "DORMANT", "ECHO"]  # include/uapi/linux/if.h
 OPERSTATES = ["UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP"]
 COLUMNS = ["netns", "name", "ifindex", "flags", "flag_names", "mtu", "operstate", "mac", "ipv4",
-           "address"]
+           *COUNTERS, "stats_source", "address"]
 
 
 def _ipv4(k: "Kernel", in_dev: int, gaps: Gaps) -> str:
@@ -54,13 +56,18 @@ def _ipv4(k: "Kernel", in_dev: int, gaps: Gaps) -> str:
 def net_frame(dump: "Dump") -> pd.DataFrame:
     """One row per network interface: netns (the namespace's inode number), name, ifindex,
     flags (IFF_*), flag_names (`UP,LOOPBACK,RUNNING`), mtu, operstate (RFC 2863: UP, DOWN, ...),
-    mac, ipv4 (`127.0.0.1/8`, comma-separated), address (struct net_device)."""
+    mac, ipv4 (`127.0.0.1/8`, comma-separated), rx_packets, rx_bytes, rx_errors, rx_dropped,
+    tx_packets, tx_bytes, tx_errors, tx_dropped (UInt64, /proc/net/dev's counters; NA where the
+    driver keeps them in its own structures, the reason in attrs["kdnb"]["stats_na"]),
+    stats_source (where they were read: stats, lstats, tstats, dstats, + core_stats), address
+    (struct net_device)."""
     k = dump.kernel
     gaps = Gaps()
     net_t = k.type("struct net")
     nd = k.type("struct net_device")
     dev = k.layout(nd, ["name", "ifindex", "flags", "mtu", "operstate", "addr_len", "dev_addr", "ip_ptr"])
     rows: list[dict[str, Any]] = []
+    stats = NetStats(k, gaps)
     try:
         nets = list(k.list_walk(k.symbol("net_namespace_list"), net_t, "list", max_entries=MAX_NAMESPACES))
     except KdnbError as exc:
@@ -91,7 +98,8 @@ def net_frame(dump: "Dump") -> pd.DataFrame:
             rows.append({"netns": inum, "name": name, "ifindex": ifindex, "flags": flags,
                          "flag_names": ",".join(f for i, f in enumerate(IFF_FLAGS) if flags >> i & 1),
                          "mtu": mtu, "operstate": OPERSTATES[oper] if oper < len(OPERSTATES) else str(oper),
-                         "mac": mac, "ipv4": _ipv4(k, ip_ptr, gaps), "address": d})
+                         "mac": mac, "ipv4": _ipv4(k, ip_ptr, gaps), "address": d,
+                         **stats.of(d, name)})
     df = pd.DataFrame({
         "netns": fitting([r["netns"] for r in rows], "UInt32", "netns", gaps),
         "name": pd.array([r["name"] for r in rows], dtype="string"),
@@ -102,6 +110,10 @@ def net_frame(dump: "Dump") -> pd.DataFrame:
         "operstate": pd.Categorical([r["operstate"] for r in rows]),
         "mac": pd.array([r["mac"] for r in rows], dtype="string"),
         "ipv4": pd.array([r["ipv4"] for r in rows], dtype="string"),
+        **{c: fitting([r[c] for r in rows], "UInt64", c, gaps) for c in COUNTERS},
+        "stats_source": pd.array([r["stats_source"] for r in rows], dtype="string"),
         "address": fitting([r["address"] for r in rows], "UInt64", "address", gaps),
     }, columns=COLUMNS)
+    if stats.na:
+        df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}), "stats_na": dict(stats.na)}
     return gaps.attach(df, "net")

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-HEX_COLUMNS = ("address", "start", "end", "file", "start_pfn", "queue", "disk")
+HEX_COLUMNS = ("address", "start", "end", "file", "start_pfn", "queue", "disk", "sock")
 
 
 def _print(df: pd.DataFrame, index: bool = False) -> None:
@@ -68,7 +68,7 @@ def _dev(d, args: argparse.Namespace) -> None:
 
 
 def _net(d, args: argparse.Namespace) -> None:
-    _print(d.net)
+    _print(d.sockets.drop(columns=["socket"]) if args.sockets else d.net)
 
 
 def _irq(d, args: argparse.Namespace) -> None:
@@ -102,7 +102,8 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     command("vm", "a process's memory map (/proc/PID/maps)", _vm, pid=True)
     command("files", "a process's open files (/proc/PID/fd)", _files, pid=True)
     command("dev", "disks and partitions (/proc/partitions)", _dev)
-    command("net", "network interfaces with addresses and counters", _net)
+    net = command("net", "network interfaces with addresses and counters; -s: open sockets", _net)
+    net.add_argument("-s", dest="sockets", action="store_true", help="sockets of the tasks' open files")
     irq = command("irq", "interrupts per CPU; -s: softirqs", _irq)
     irq.add_argument("-s", dest="softirqs", action="store_true", help="softirq counts per CPU")
     timer = command("timer", "pending timers per CPU, due relative to the crash; -r: hrtimers only", _timer)
