@@ -246,11 +246,12 @@ def open(  # noqa: A001 - the public name is kdnb.open
 ) -> "Dump | Core":
     """Open a crash dump (one file, or the parts of a split dump), or a userspace process
     core (told apart by its contents; plain or zstd/xz/lz4/gzip-compressed), which gives a
-    `kdnb.process.Core`; `binaries` (files or folders) helps it find the mapped ELF files."""
+    `kdnb.process.Core`, or a Linux minidump, which gives a `kdnb.process.Minidump`; `binaries`
+    (files or folders) helps them find the mapped ELF files."""
     from .process.source import looks_like_process_core
 
     if isinstance(paths, (str, os.PathLike)) and looks_like_process_core(os.fspath(paths)):
-        from .process.core import Core
+        from .process import open_process
 
-        return Core(paths, binaries=binaries)
+        return open_process(paths, binaries=binaries)
     return Dump(paths, vmlinux=vmlinux, system_map=system_map)

@@ -33,11 +33,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .api import open as open_dump
 
     with open_dump(_dump_path(args.vmcore)) as d:
-        if d.format == "process-core":
-            print(f"file:           {d.path}\nformat:         process core ({d.header['compression']})")
-            print(f"process:        {d.process['comm']} pid {d.process['pid']}: {d.process['args']}")
-            print(f"signal:         {d.signal}\nthreads:        {len(d.threads)}")
-            print(f"truncated:      {d.header['truncated']}")
+        if d.format in ("process-core", "minidump"):
+            facts = [*d.facts(), ("process", f"{d.process['comm']} pid {d.process['pid']}"
+                                  + (f": {d.process['args']}" if d.process["args"] else "")),
+                     ("signal", str(d.signal)), ("threads", str(len(d.threads)))]
+            for label, value in facts:
+                print(f"{label + ':':<16}{value}")
             return 0
         h = d.header
         print(f"file:           {d.path}")

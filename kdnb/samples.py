@@ -18,6 +18,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 #: Real process cores of data/cores/crashers.c (tools/make_process_cores.py), with gdb's view.
 CORES_DIR = DATA_DIR / "cores"
+MINIDUMPS_DIR = DATA_DIR / "minidumps"
 
 #: The sample opened when no name is given.
 DEFAULT_SAMPLE = "k6.1-oops"
@@ -92,4 +93,14 @@ def sample_core(name: str = "threads") -> Path:
     if not path.exists():
         known = sorted(p.name[5:-4] for p in CORES_DIR.glob("core.*.zst"))
         raise KdnbError(f"no bundled process core {name!r} in {CORES_DIR} (known: {known})")
+    return path
+
+
+def sample_minidump(name: str = "threads") -> Path:
+    """A bundled Crashpad minidump (data/minidumps/NAME.dmp: the crashes of data/cores, apart from
+    gcore); its binary, mdcrashers, is beside it."""
+    path = MINIDUMPS_DIR / f"{name}.dmp"
+    if not path.exists():
+        known = sorted(p.stem for p in MINIDUMPS_DIR.glob("*.dmp"))
+        raise KdnbError(f"no bundled minidump {name!r} in {MINIDUMPS_DIR} (known: {known})")
     return path

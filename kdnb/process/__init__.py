@@ -1,9 +1,22 @@
-"""Userspace process cores: threads, signal, mappings, unwinding with the binaries' call-frame
-information, a root cause; and "why was no core dumped" checks (`coredump_check`)."""
+"""Userspace process cores and Linux minidumps: threads, signal, mappings, unwinding with the
+binaries' call-frame information, a root cause; and "why was no core dumped" checks
+(`coredump_check`)."""
 
 from __future__ import annotations
 
-from .core import Core, Signal
-from .memory import NotInCore
+import os
 
-__all__ = ["Core", "Signal", "NotInCore"]
+from .core import Core, Signal
+from .images import Binaries
+from .memory import NotInCore
+from .minidump_core import Minidump
+from .source import process_file_kind
+
+
+def open_process(path: str | os.PathLike, binaries: Binaries = None, use_mapped_paths: bool = True) -> Core:
+    """A `Core` for an ELF process core, a `Minidump` for a minidump (told apart by content)."""
+    cls = Minidump if process_file_kind(os.fspath(path)) == "minidump" else Core
+    return cls(path, binaries=binaries, use_mapped_paths=use_mapped_paths)
+
+
+__all__ = ["Core", "Minidump", "Signal", "NotInCore", "open_process"]

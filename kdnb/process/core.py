@@ -108,6 +108,18 @@ class Core:
                 "truncated": self._mem.truncated, "pt_loads": len(self._mem.loads),
                 "threads": len(self._notes.threads), "problems": self.problems}
 
+    def facts(self) -> list[tuple[str, str]]:
+        """The file itself in a few labelled lines (for `kdnb info` and the report)."""
+        h = self.header
+        held = int(self.mappings["in_core"].astype(bool).sum())
+        return [("file", f"{self.path} ({h['compression']}, {h['file_size']} bytes; "
+                         f"{h['core_size']} bytes of core)"),
+                ("format", "ELF process core"),
+                ("truncated", "yes: the kernel stopped writing (RLIMIT_CORE, disk full, or a copy cut "
+                              "short)" if h["truncated"] else "no"),
+                ("mappings with bytes in the core", f"{held} of {len(self.mappings)} (coredump_filter "
+                                                    "keeps file-backed text out)")]
+
     @property
     def problems(self) -> list[str]:
         """What could not be read or decoded, one sentence each."""

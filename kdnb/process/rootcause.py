@@ -61,6 +61,7 @@ ABORT_FUNCS = ("raise", "gsignal", "abort", "__pthread_kill", "pthread_kill", "_
 HEAP_WORDS = ("free()", "malloc()", "realloc()", "corrupted", "tcache", "chunk", "double free",
               "unaligned", "invalid pointer", "malloc_consolidate")
 ABORT_MSG_MAX = 4096
+STACK_POINTER_SLACK = 4096  # a fault this close to rsp is the stack itself failing to grow
 EVIDENCE_COLUMNS = ["kind", "tid", "text", "why"]
 
 
@@ -147,7 +148,7 @@ def root_cause(core: "Core") -> ProcessRootCause:
     if core.header["truncated"]:
         notes.append("the core is truncated: some memory is missing")
     missing = core.images[core.images["status"] != "found"]
-    for _, img in missing[missing["status"] != "in core"].iterrows():
+    for _, img in missing[~missing["status"].isin(["in core", "not in minidump"])].iterrows():
         notes.append(f"{img['path']}: {img['status']} (symbols and CFI of this image unavailable; "
                      "pass binaries=)")
     chain = [{"role": "symptom", "what": f"{proc['comm']} killed by {sig.name}"},
@@ -175,6 +176,11 @@ def _classify(core: "Core", sig, rip: int, rsp: int, frames: pd.DataFrame, abort
                 add("stack", f"{depth[1]} appears {depth[0]} times in {len(frames)} frames",
                     "runaway recursion")
             return "stack-overflow", f"stack overflow at {addr:#x}: {where}", False, 0.9
+        if abs(addr - rsp) < STACK_POINTER_SLACK:  # no mapping said so (a minidump lists none)
+            add("registers", f"rsp = {rsp:#x}, {rsp - addr:+d} bytes from the fault address",
+                "a push, call or frame write where the stack could not grow")
+            return "stack-overflow", f"stack overflow at {addr:#x}: the fault is at the stack pointer", \
+                False, 0.8
         if addr == rip:
             add("registers", f"rip = {rip:#x} equals the fault address", "the CPU faulted fetching an instruction")
             return "bad-jump", f"jumped to {addr:#x}, which is not code ({where})", False, 0.85

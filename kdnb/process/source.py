@@ -17,6 +17,7 @@ from ..errors import CorruptDump, FormatError
 CHUNK = 1 << 20
 DECOMPRESSED_MAX = 1 << 40  # a core larger than 1 TiB is not what the file's header promised
 PEEK_BYTES = 1 << 20  # decompressed bytes looked at to tell a process core from a vmcore
+MDMP_MAGIC = b"MDMP"  # a Breakpad/Crashpad minidump
 
 
 def _zstd_reader(f: IO[bytes]) -> IO[bytes]:
@@ -58,26 +59,36 @@ def _stream(path: str, f: IO[bytes]) -> IO[bytes]:
     raise FormatError(f"{path}: not compressed")
 
 
-def looks_like_process_core(path: str) -> bool:
-    """Whether `path` (plain or compressed) holds a userspace process core, by its contents."""
+def process_file_kind(path: str) -> str | None:
+    """'core' (an ELF process core) or 'minidump' (MDMP), plain or compressed, by the file's
+    contents; None for anything else."""
     regular_file_size(path)
     try:
         kind = compression_of(path)
         if kind == "none":
             fd = os.open(path, os.O_RDONLY)
             try:
-                return is_process_core(lambda off, n: os.pread(fd, n, off))
+                if os.pread(fd, 4, 0) == MDMP_MAGIC:
+                    return "minidump"
+                return "core" if is_process_core(lambda off, n: os.pread(fd, n, off)) else None
             finally:
                 os.close(fd)
         with open(path, "rb") as f:
             head = _stream(path, f).read(PEEK_BYTES)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError):
-        return False
+        return None
     except Exception as exc:  # noqa: BLE001 - a codec's own error class (zstandard.ZstdError)
         if type(exc).__module__.startswith(("zstandard", "lz4")):
-            return False
+            return None
         raise
-    return head.startswith(ELF_MAGIC) and is_process_core(lambda off, n: head[off:off + n])
+    if head.startswith(MDMP_MAGIC):
+        return "minidump"
+    return "core" if head.startswith(ELF_MAGIC) and is_process_core(lambda off, n: head[off:off + n]) else None
+
+
+def looks_like_process_core(path: str) -> bool:
+    """Whether `path` (plain or compressed) holds a userspace process core or minidump."""
+    return process_file_kind(path) is not None
 
 
 class CoreSource:
@@ -129,4 +140,4 @@ class CoreSource:
         self._file.close()
 
 
-__all__ = ["CoreSource", "looks_like_process_core", "compression_of"]
+__all__ = ["CoreSource", "looks_like_process_core", "process_file_kind", "compression_of"]

@@ -66,7 +66,8 @@ def _process(core: "Core") -> str:
     sender = (f"pid {s.sender_pid} (uid {s.sender_uid})" if s.sender_pid is not None else None)
     return _facts([
         ("command", p.get("args")), ("executable", p.get("executable")), ("pid", p.get("pid")),
-        ("parent pid", p.get("ppid")), ("user / group", f"{p.get('uid')} / {p.get('gid')}"),
+        ("parent pid", p.get("ppid")),
+        ("user / group", f"{p.get('uid')} / {p.get('gid')}" if p.get("uid") is not None else None),
         ("threads", len(core.threads)), ("signal", str(s)), ("fault address", where),
         ("sent by", sender), ("faulting thread", core.faulting_tid),
     ])
@@ -89,23 +90,17 @@ def _threads(core: "Core") -> str:
 
 
 def _core_itself(core: "Core") -> str:
-    h = core.header
-    missing = core.mappings[~core.mappings["in_core"].astype(bool)]
-    lines = [("file", f"{core.path} ({h.get('compression')}, {h.get('file_size')} bytes; "
-                      f"{h.get('core_size')} bytes of core)"),
-             ("truncated", "yes: the kernel stopped writing (RLIMIT_CORE, disk full, or a copy cut "
-                           "short)" if h.get("truncated") else "no"),
-             ("mappings without bytes in the core", f"{len(missing)} of {len(core.mappings)} "
-                                                    "(coredump_filter keeps file-backed text out)")]
     problems = "".join(f"<li>{_esc(x)}</li>" for x in core.problems)
-    return _facts(lines) + (f"<ul>{problems}</ul>" if problems else "")
+    return _facts(core.facts()) + (f"<ul>{problems}</ul>" if problems else "")
 
 
 def _further(core: "Core") -> str:
     exe = core.process.get("executable") or "PROGRAM"
-    return ("<ul>"
-            f"<li><code>gdb {_esc(exe)} {_esc(core.path)}</code> then <code>bt full</code>, "
-            "<code>info registers</code></li>"
+    first = (f"<li><code>minidump-stackwalk {_esc(core.path)} SYMBOLS_DIR</code> (rust-minidump) for "
+             "a second opinion on the stacks</li>" if core.format == "minidump" else
+             f"<li><code>gdb {_esc(exe)} {_esc(core.path)}</code> then <code>bt full</code>, "
+             "<code>info registers</code></li>")
+    return ("<ul>" + first +
             f"<li><code>python3 -c \"import kdnb; c = kdnb.open('{_esc(core.path)}'); "
             "print(c.root_cause())\"</code></li>"
             "<li><code>kdnb coredump-check</code>: would the next crash leave a core?</li></ul>")
@@ -129,7 +124,8 @@ def process_report_html(core: "Core", progress: Callable[[str], None] | None = N
     parts.append(_section("Mapped images", static_table_html(core.images, ALL_ROWS)))
     parts.append(_section("Mappings", static_table_html(core.mappings, ALL_ROWS)))
     parts.append(_section("Auxiliary vector", static_table_html(core.auxv, ALL_ROWS)))
-    parts.append(_section("The core file", _core_itself(core)))
+    parts.append(_section("The core file" if core.format != "minidump" else "The minidump",
+                          _core_itself(core)))
     parts.append(_section("Look further", _further(core)))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
@@ -141,9 +137,9 @@ def make_process_report(path: str | os.PathLike, output: str | os.PathLike,
                         binaries: list[str] | None = None,
                         progress: Callable[[str], None] | None = None) -> str:
     """Open a process core and write its report to `output`; returns the output path."""
-    from ..process.core import Core
+    from ..process import open_process
 
-    with Core(path, binaries=binaries) as core:
+    with open_process(path, binaries=binaries) as core:
         text = process_report_html(core, progress)
     out = os.fspath(output)
     with open(out, "w", encoding="utf-8") as f:
