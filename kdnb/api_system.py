@@ -10,6 +10,7 @@ import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis.coredump_settings import CoredumpSettings
+    from .analysis.oom import OomContext
 
 
 class SystemViews:
@@ -136,3 +137,12 @@ class SystemViews:
         from .views.sockets import sockets_frame
 
         return self._provenance(sockets_frame(self))
+
+    @cached_property
+    def oom(self) -> "OomContext | None":
+        """The OOM context (the failed allocation's gfp_mask, flags and order, the constraint,
+        the victim with its RSS, zones vs watermarks) from the log's last oom-killer report,
+        cross-checked with memory; None when the log has none; see kdnb.analysis.oom."""
+        from .analysis.oom import oom_context
+
+        return oom_context(self)

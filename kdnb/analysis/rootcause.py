@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .oom import oom_evidence
 from .panic_log import PanicLog, Report, panic_reason, parse_panic_log
 from .rootcause_culprit import (add_taints, culprit_of, log_evidence, memory_evidence,
                                 module_evidence, simple_chain)
@@ -52,6 +53,7 @@ def root_cause(dump: "Dump") -> RootCause:
     if category in OOPS_CLASSES + ("panic-call",) and culprit.module:
         module_evidence(an, culprit)
     if category == "oom":
+        oom_evidence(an)
         memory_evidence(an)
     if not chain:
         chain = simple_chain(category, culprit, plog, report)
