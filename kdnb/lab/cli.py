@@ -24,6 +24,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("scenarios:")
     for s in SCENARIOS.values():
         print(f"  {s.name:<{width}}  {s.description}")
+    print(f"  {'scale':<{width}}  --procs/--threads/--files/--log-lines: a production-size guest")
     print("formats:  " + ", ".join(FORMATS))
     print("kernels:  " + ", ".join(f"{s.name} ({s.suite}, default dump level {s.dump_level})"
                                    for s in SERIES.values()))
@@ -34,7 +35,12 @@ def cmd_make(args: argparse.Namespace) -> int:
     """Run one scenario and print where the dump went."""
     from .run import make
 
-    path = make(args.scenario, kernel=args.kernel, formats=args.format, memory=args.memory,
+    scenario = args.scenario
+    if scenario == "scale":
+        from .scale import scenario as scale_scenario
+        scenario = scale_scenario(procs=args.procs, threads=args.threads, files=args.files,
+                                  log_lines=args.log_lines)
+    path = make(scenario, kernel=args.kernel, formats=args.format, memory=args.memory,
                 out_dir=args.output, dump_level=args.dump_level, cpu=args.cpu,
                 cache_dir=args.cache, keep_work=args.keep_work, vmcoreinfo=not args.no_vmcoreinfo)
     print(path)
@@ -62,8 +68,14 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="scenarios, formats and kernels")
     ls.set_defaults(func=cmd_list)
     mk = sub.add_parser("make", help="crash a guest and capture its dump")
-    mk.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
-                    help="one of: " + ", ".join(SCENARIOS))
+    mk.add_argument("scenario", choices=[*SCENARIOS, "scale"], metavar="SCENARIO",
+                    help="one of: " + ", ".join([*SCENARIOS, "scale"]))
+    for knob, default, what in (("procs", 5000, "sleeping processes"),
+                                ("threads", 1, "threads per process (main thread included)"),
+                                ("files", 0, "files held open in a tmpfs"),
+                                ("log-lines", 0, "kernel log lines (log_buf_len sized to keep them)")):
+        mk.add_argument(f"--{knob}", type=int, default=default,
+                        help=f"scenario scale: {what} (default {default})")
     mk.add_argument("--kernel", default="6.1",
                     help="5.10 (bullseye), 6.1, 6.12 (bookworm), 7.2 (sid), or a full release "
                          "of one of these series")

@@ -275,13 +275,16 @@ def _base_image(tools: ToolFiles, modules_dir: Path, order: list[str], init: str
 
 def build_images(workdir: Path, scenario: Scenario, formats: list[Format], dump_level: int,
                  tools: ToolFiles, vmlinuz: Path, modules_dir: Path, crash_module: Path | None,
-                 work_helper: Path) -> GuestImages:
+                 work_helper: Path, helpers: dict[str, Path] | None = None) -> GuestImages:
     """Write capture.cpio.gz and first.cpio.gz into ``workdir`` (no capture image, kexec or
-    vmlinuz copy for a scenario QEMU dumps itself)."""
+    vmlinuz copy for a scenario QEMU dumps itself); ``helpers`` (name -> static binary) go
+    to the first image's /bin."""
     order = module_load_order(modules_dir)
     first = _base_image(tools, modules_dir, order, first_init(scenario, formats),
                         tools.kexec_libraries)
     first.add_host_file("bin/kdnb_work", work_helper, 0o755)
+    for name, path in (helpers or {}).items():
+        first.add_host_file(f"bin/{name}", path, 0o755)
     cap_path, cap_bytes = None, 0
     if not scenario.qemu_dump:
         cap = _base_image(tools, modules_dir, order, capture_init(formats, dump_level),

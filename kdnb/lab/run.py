@@ -19,6 +19,7 @@ from .groundtruth import build as build_ground_truth
 from .kernels import resolve as resolve_kernel
 from .packages import LabError, PackageCache, fetch_kernel, fetch_tools
 from .qmp import dump_guest_memory
+from .scenarios import Scenario
 from .scenarios import get as get_scenario
 from .toolchain import toolchain_for
 
@@ -34,7 +35,7 @@ START_KERNEL_TEXT = 0xFFFFFFFF81000000
 TIMEOUTS = {"start": 180.0, "init": 150.0, "crash": 180.0, "capture": 600.0, "default": 300.0}
 
 
-def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None = None,
+def make(scenario: str | Scenario, kernel: str = "6.1", formats: Sequence[str] | str | None = None,
          memory: str | int = "512M", out_dir: str | Path | None = None,
          dump_level: int | None = None, cpu: str | None = None,
          cache_dir: str | Path | None = None,
@@ -92,11 +93,12 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None
             ko = _build.build_crash_module(kfiles.headers_dir, cache.root, release,
                                            toolchain_for(cache, series.compiler, release))
         helper = _build.build_workload_helper(cache.root)
+        extra = {n: _build.build_static_helper(cache.root, n) for n in sc.helpers}
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kdnb-lab-"))
     try:
         imgs = _guest.build_images(work, sc, fmts, level, tools, kfiles.vmlinuz,
-                                   kfiles.modules_dir, ko, helper)
+                                   kfiles.modules_dir, ko, helper, extra)
         n_full = sum(1 for f in fmts if not f.filtered and f.qemu is None)
         n_elf = sum(1 for f in fmts if f.filtered and f.makedumpfile_opts == ("-E",))
         n_kd = len(fmts) - n_full - n_elf
@@ -104,7 +106,7 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None
 
         crashkernel = "" if sc.qemu_dump else _qemu.crashkernel_for(mem)
         append = (f"console=ttyS0 {f'crashkernel={crashkernel} ' if crashkernel else ''}panic=5 "
-                  f"loglevel=7 kdnb.scenario={sc.name}")
+                  f"loglevel=7 kdnb.scenario={sc.name}" + (f" {sc.cmdline}" if sc.cmdline else ""))
         timeouts = dict(TIMEOUTS)
         timeouts["crash"] = TIMEOUTS["crash"] + sc.crash_timeout
         qemu_log: list[str] = []
@@ -168,6 +170,9 @@ def make(scenario: str, kernel: str = "6.1", formats: Sequence[str] | str | None
         gt["accel_reason"] = _qemu.kvm_usable()[1]
         gt["elf_class"] = {n: _elf_class(p) for n, p in out_files.items() if _elf_class(p)}
         gt["lab_warnings"] = notes
+        if sc.knobs:
+            from .scale import facts as scale_facts
+            gt["scale"] = scale_facts(sc.knobs, res.console)
         (out / "ground-truth.json").write_text(json.dumps(gt, indent=1) + "\n")
         say(f"done: {', '.join(f'{n} {p.stat().st_size / 1e6:.1f} MB' for n, p in out_files.items())}"
             f" in {out} ({timings['total']:.0f}s)")

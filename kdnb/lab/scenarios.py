@@ -27,6 +27,11 @@ class Scenario:
     A ``qemu_dump`` scenario crashes nothing: no capture kernel is loaded, and once the guest
     prints ``KDNB-STEP dump-ready`` the host takes a dump of the running guest through QEMU's
     monitor (QMP ``dump-guest-memory``).
+
+    ``cmdline`` is appended to the first kernel's command line; ``helpers`` names static
+    programs (module/<name>.c) copied to the guest's /bin; ``knobs`` are the sizes a built
+    scenario was made with (kdnb.lab.scale), recorded in its ground truth.
+
     """
 
     name: str
@@ -42,6 +47,9 @@ class Scenario:
     leaked_objects: int | None = None
     crash_timeout: int = 120
     qemu_dump: bool = False
+    cmdline: str = ""
+    helpers: tuple[str, ...] = ()
+    knobs: dict[str, int] = field(default_factory=dict)
 
     def module_args(self) -> str:
         """insmod arguments for kdnb_crash.ko."""
@@ -151,9 +159,12 @@ def list_scenarios() -> list[str]:
     return list(SCENARIOS)
 
 
-def get(name: str) -> Scenario:
-    """The scenario called ``name`` (a KdnbError subclass names the known ones otherwise)."""
+def get(name: str | Scenario) -> Scenario:
+    """The scenario called ``name``, or ``name`` itself when it is a built Scenario (see
+    kdnb.lab.scale); a KdnbError subclass names the known ones otherwise."""
     from .packages import LabError
+    if isinstance(name, Scenario):
+        return name
     try:
         return SCENARIOS[name]
     except KeyError:
