@@ -122,6 +122,15 @@ class SystemViews:
         return self._provenance(block_frame(self))
 
     @cached_property
+    def inflight_io(self) -> pd.DataFrame:
+        """Block requests in flight on every blk-mq disk (crash `dev -d`, corelens inflight-io):
+        disk, hw_queue, tag, op, flags, sector, bytes, state, start_ns, age (s), io_start_ns,
+        io_age, bios, pid, comm, request, queue, task; see kdnb.views.inflight_io."""
+        from .views.inflight_io import inflight_io_frame
+
+        return self._provenance(inflight_io_frame(self))
+
+    @cached_property
     def net(self) -> pd.DataFrame:
         """Network interfaces of every namespace (crash `net`): netns, name, ifindex, flags,
         flag_names, mtu, operstate, mac, ipv4, address; see kdnb.views.net."""

@@ -113,8 +113,14 @@ def _timekeeping(k: "Kernel") -> dict[str, int]:
             continue
         uptime = base + offs_boot
         wall = xtime_sec * 1_000_000_000 + (xnsec >> shift)
-        return {"uptime_ns": uptime, "wall_ns": wall}
+        return {"uptime_ns": uptime, "wall_ns": wall, "monotonic_ns": base + (xnsec >> shift)}
     raise KdnbError("timekeeper not found (tk_core / shadow_timekeeper inconsistent)")
+
+
+def monotonic_ns(k: "Kernel") -> int:
+    """CLOCK_MONOTONIC (ktime_get_ns()) at the timekeeper's last update before the crash:
+    tkr_mono.base plus its shifted nanoseconds; KdnbError when no timekeeper is consistent."""
+    return _timekeeping(k)["monotonic_ns"]
 
 
 def panic_message(texts: "pd.Series | list[str]") -> str | None:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-HEX_COLUMNS = ("address", "start", "end", "file", "start_pfn", "queue", "disk", "sock")
+HEX_COLUMNS = ("address", "start", "end", "file", "start_pfn", "queue", "disk", "sock", "request")
 
 
 def _print(df: pd.DataFrame, index: bool = False) -> None:
@@ -64,7 +64,15 @@ def _files(d, args: argparse.Namespace) -> None:
 
 
 def _dev(d, args: argparse.Namespace) -> None:
-    _print(d.block)
+    if not args.disks:
+        _print(d.block)
+        return
+    from .inflight_io import inflight_by_disk
+    io = d.inflight_io
+    _print(inflight_by_disk(d.block, io))
+    if len(io):
+        print()
+        _print(io.drop(columns=["queue", "task"]).rename(columns={"disk": "name"}))
 
 
 def _net(d, args: argparse.Namespace) -> None:
@@ -101,7 +109,9 @@ def add_subparser(sub: argparse._SubParsersAction) -> None:
     kmem.add_argument("-f", dest="free", action="store_true", help="free blocks by order (/proc/buddyinfo)")
     command("vm", "a process's memory map (/proc/PID/maps)", _vm, pid=True)
     command("files", "a process's open files (/proc/PID/fd)", _files, pid=True)
-    command("dev", "disks and partitions (/proc/partitions)", _dev)
+    dev = command("dev", "disks and partitions (/proc/partitions); -d: requests in flight", _dev)
+    dev.add_argument("-d", dest="disks", action="store_true",
+                     help="per disk the requests in flight (reads, writes, oldest age), then each one")
     net = command("net", "network interfaces with addresses and counters; -s: open sockets", _net)
     net.add_argument("-s", dest="sockets", action="store_true", help="sockets of the tasks' open files")
     irq = command("irq", "interrupts per CPU; -s: softirqs", _irq)
