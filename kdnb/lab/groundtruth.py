@@ -147,6 +147,17 @@ def parse_kallsyms(text: str) -> dict[str, str]:
     return out
 
 
+def _io_hang(scenario, blocked: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stalled disk of a scenario with ``io_throttle``: the disk, what the workload writes
+    to it, QEMU's throttle, and the task(s) the hung-task detector named."""
+    if not scenario.io_throttle:
+        return None
+    timeout = scenario.sysctls.get("kernel.hung_task_timeout_secs")
+    return {"disk": "vdb", "op": "WRITE", "bytes_per_write": 4096, "throttle": scenario.io_throttle,
+            "hung_task_timeout_secs": int(timeout) if timeout else None,
+            "blocked": [b for b in blocked if b["comm"] in scenario.blocked]}
+
+
 def _read(p: Path) -> str | None:
     try:
         return p.read_text(errors="replace")
@@ -205,6 +216,7 @@ def build(*, scenario, release: str, snapshot: Path, out_files: dict[str, Path],
         "expected_crash_comm": scenario.crash_comm,
         "hung_task_reported_blocked": cf["blocked"],
         "expected_blocked_comms": list(scenario.blocked),
+        "io_hang": _io_hang(scenario, cf["blocked"]),
         "module_trigger": module_trigger,
         "trigger_cpu": trigger_tasks[0]["cpu"] if trigger_tasks else None,
         "expected_current_on_cpu1": "kdnb_spin_cpu1 (busy loop pinned to CPU 1), unless the "

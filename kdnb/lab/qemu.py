@@ -128,10 +128,12 @@ class QemuConfig:
     binary: str = "qemu-system-x86_64"
     vmcoreinfo: bool = True
     qmp: Path | None = None
+    extra_drives: tuple[str, ...] = ()
 
     def command(self) -> list[str]:
         """The QEMU command line. ``vmcoreinfo`` adds ``-device vmcoreinfo`` (QEMU's own
-        dumps then carry the guest's VMCOREINFO note); ``qmp`` opens a QMP socket there."""
+        dumps then carry the guest's VMCOREINFO note); ``qmp`` opens a QMP socket there;
+        ``extra_drives`` are ``-drive`` values of more disks, after the capture disk (vdb, ...)."""
         cmd = [self.binary, "-machine", "q35", "-accel", self.accel, "-cpu", self.cpu,
                "-smp", str(self.smp), "-m", f"{self.memory_mib}M",
                "-nodefaults", "-display", "none", "-no-reboot",
@@ -140,8 +142,10 @@ class QemuConfig:
             cmd += ["-qmp", f"unix:{self.qmp},server=on,wait=off"]
         if self.vmcoreinfo:
             cmd += ["-device", "vmcoreinfo"]
-        return cmd + ["-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe",
-                      "-kernel", str(self.kernel), "-initrd", str(self.initrd),
+        cmd += ["-drive", f"file={self.disk},format=raw,if=virtio,cache=unsafe"]
+        for drive in self.extra_drives:
+            cmd += ["-drive", drive]
+        return cmd + ["-kernel", str(self.kernel), "-initrd", str(self.initrd),
                       "-append", self.append]
 
 

@@ -28,6 +28,9 @@ CRASHKERNEL_ATTEMPTS = 4
 #: Smallest guest for a scenario QEMU dumps itself (no crashkernel region to reserve).
 QEMU_DUMP_MIN_MEMORY_MIB = 128
 
+#: Size of the throttled second disk of a scenario with ``io_throttle``.
+IO_DISK_MIB = 16
+
 #: Where x86_64 kernel text starts without KASLR (__START_KERNEL_map + 16 MiB).
 START_KERNEL_TEXT = 0xFFFFFFFF81000000
 
@@ -115,7 +118,8 @@ def make(scenario: str | Scenario, kernel: str = "6.1", formats: Sequence[str] |
             cfg = _qemu.QemuConfig(kernel=kfiles.vmlinuz, initrd=imgs.first, append=append,
                                    disk=disk, memory_mib=mem, cpu=cpu_model, accel=_qemu.accel(),
                                    vmcoreinfo=vmcoreinfo,
-                                   qmp=work / "qmp.sock" if sc.qemu_dump else None)
+                                   qmp=work / "qmp.sock" if sc.qemu_dump else None,
+                                   extra_drives=_io_drives(work, sc.io_throttle))
             hooks = ({"dump-ready": lambda: _qemu_dumps(work / "qmp.sock", fmts, level, out,
                                                         qemu_log, say)}
                      if sc.qemu_dump else None)
@@ -182,6 +186,16 @@ def make(scenario: str | Scenario, kernel: str = "6.1", formats: Sequence[str] |
             say(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _io_drives(work: Path, throttle: str) -> tuple[str, ...]:
+    """The io-hang scenario's second disk (vdb): a sparse 16 MiB raw image with ``throttle``."""
+    if not throttle:
+        return ()
+    img = work / "io.img"
+    with open(img, "wb") as f:
+        f.truncate(IO_DISK_MIB << 20)
+    return (f"file={img},format=raw,if=virtio,cache=unsafe,{throttle}",)
 
 
 def _check_formats(name: str, qemu_dump: bool, fmts: list[Format], vmcoreinfo: bool) -> None:

@@ -32,6 +32,9 @@ class Scenario:
     programs (module/<name>.c) copied to the guest's /bin; ``knobs`` are the sizes a built
     scenario was made with (kdnb.lab.scale), recorded in its ground truth.
 
+    ``io_throttle`` gives the guest a second virtio disk, /dev/vdb (16 MiB), with these QEMU
+    ``-drive`` throttling options: with ``throttling.bps-write=1`` the first write passes the
+    throttle's burst and the next one waits in QEMU for an hour, in flight in the guest.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Scenario:
     cmdline: str = ""
     helpers: tuple[str, ...] = ()
     knobs: dict[str, int] = field(default_factory=dict)
+    io_throttle: str = ""
 
     def module_args(self) -> str:
         """insmod arguments for kdnb_crash.ko."""
@@ -147,6 +151,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              sysctls={"kernel.sysrq": "1"},
              steps=(f"i=0; while [ $i -lt {CROWD_TASKS} ]; do sleep 86400 & i=$((i+1)); done",
                     "kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'")),
+    Scenario("io-hang", "a task's write to a virtio disk QEMU throttles to 1 byte/s never "
+             "completes; it waits in fsync until hung_task_panic",
+             "kdnb_io: kdnb_work kdnb_io iohang /dev/vdb (4 KiB writes + fsync to a disk whose "
+             "writes QEMU throttles to 1 byte/s; sysctl: hung_task_panic=1, timeout=5s)",
+             HUNG_PANIC, "khungtaskd", sysctls=HUNG_SYSCTLS,
+             steps=("kdnb_work kdnb_io iohang /dev/vdb &",
+                    "echo \"KDNB-TASK comm=kdnb_io pid=$!\" > /dev/kmsg"),
+             blocked=("kdnb_io",), io_throttle="throttling.bps-write=1"),
     Scenario("idle", "no crash: QEMU's dump-guest-memory of the running guest (with "
              "--no-vmcoreinfo: no VMCOREINFO note in the dump)",
              "QMP dump-guest-memory (paging off) of the running guest", "", None,

@@ -10,6 +10,8 @@
  *                a unix listener at /kdnb.sock with one accepted connection, a unix
  *                socketpair, TCP 127.0.0.1:4242 listener + connection, TCP [::1]:4244
  *                listener, UDP 127.0.0.1:4243 with one unread datagram
+ *   iohang DEV   4 KiB writes + fsync to the block device DEV until one never completes
+ *                (the io-hang scenario's disk, whose writes QEMU throttles): D state
  * The process names itself NAME (prctl PR_SET_NAME) so it shows up as NAME in ps and in a dump.
  */
 #define _GNU_SOURCE
@@ -107,6 +109,23 @@ int main(int argc, char **argv)
 		hold_sockets();
 		for (;;)
 			pause();
+	} else if (!strcmp(argv[2], "iohang")) {
+		static char buf[4096];
+		off_t off = 0;
+		int fd = -1, i;
+
+		for (i = 0; i < 100 && fd < 0; i++)
+			if ((fd = open(argc > 3 ? argv[3] : "/dev/vdb", O_WRONLY)) < 0)
+				usleep(100000);
+		if (fd < 0) {
+			perror("kdnb_work iohang: open");
+			return 1;
+		}
+		memset(buf, 0x6b, sizeof(buf));
+		for (;; off += 1 << 16) {  /* the first write fits the throttle's burst, a later one hangs */
+			pwrite(fd, buf, sizeof(buf), off);
+			fsync(fd);
+		}
 	} else if (!strcmp(argv[2], "hog")) {
 		for (;;) {
 			size_t sz = 8 << 20;
