@@ -8,8 +8,8 @@ the tree stores it under, and the walk is bounded by `mm->map_count`, so a damag
 flagged partial map, never a loop. Names follow show_map_vma(): the file's path, the special
 mapping's name (`[vdso]`, `[vvar]`), `[heap]`, `[stack]`, `[anon:NAME]`.
 
-User pages are not needed (the VMAs, files and dentries are kernel objects), so this works on
--d 31 dumps too.
+User pages are not needed (the VMAs, files, dentries, page tables and struct pages are kernel
+objects), so this works on -d 31 dumps too. RSS per VMA: kdnb.views.vma_rss.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..errors import KdnbError
 from .common import Gaps, fitting, read_or_none
 from .paths import Paths
 from .trees import MapleTree, maple_entries
+from .vma_rss import RssCounter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -32,8 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_VMAS = 1 << 22  # vm.max_map_count is 65530 by default; 4 M is far above any real process
 VM_READ, VM_WRITE, VM_EXEC, VM_MAYSHARE = 0x1, 0x2, 0x4, 0x80
 KINDS = ["file", "shmem", "anon", "heap", "stack", "special"]
+RSS_COLUMNS = ["rss", "rss_anon", "rss_file", "rss_shmem"]
 COLUMNS = ["pid", "comm", "start", "end", "perms", "flags", "offset", "dev", "inode", "path",
-           "kind", "address"]
+           "kind", *RSS_COLUMNS, "address"]
 
 
 class _VmaReader:
@@ -44,7 +46,7 @@ class _VmaReader:
         self.gaps = gaps
         mm = k.type("struct mm_struct")
         self.maple = mm.has_member("mm_mt")
-        mm_fields = ["map_count", "start_brk", "brk", "start_stack"]
+        mm_fields = ["map_count", "start_brk", "brk", "start_stack", "pgd"]
         mm_fields.append("mm_mt.ma_root" if self.maple else "mmap")
         self.mm = k.layout(mm, mm_fields)
         v = k.type("struct vm_area_struct")
@@ -68,7 +70,7 @@ class _VmaReader:
         limit = bounds.count(head[0], "mm_struct.map_count", MAX_VMAS)
         rows = []
         if self.tree is not None:
-            for first, last, vma in maple_entries(self.k, head[4], self.tree, self.gaps, limit):
+            for first, last, vma in maple_entries(self.k, head[5], self.tree, self.gaps, limit):
                 row = self._vma(vma)
                 if row is not None and (row[0], row[1] - 1) != (first, last):
                     self.gaps.note(f"vma {vma:#x} covers {row[0]:#x}-{row[1]:#x} but the maple tree "
@@ -77,7 +79,7 @@ class _VmaReader:
                 if row is not None:
                     rows.append(row)
         else:
-            vma, seen = head[4], set()
+            vma, seen = head[5], set()
             while vma and len(seen) <= limit:
                 if vma in seen:
                     self.gaps.note(f"vm_next cycle at {vma:#x}", vma)
@@ -118,7 +120,7 @@ class _VmaReader:
     def describe(self, row: tuple, mm_row: tuple) -> dict[str, Any]:
         """The /proc/PID/maps columns of one VMA."""
         start, end, flags, pgoff, file, vm_ops, private, anon_name, _next, address = row
-        _count, start_brk, brk, start_stack, _root = mm_row
+        _count, start_brk, brk, start_stack, _pgd, _root = mm_row
         out: dict[str, Any] = {"start": start, "end": end, "flags": flags, "offset": 0,
                                "dev": "00:00", "inode": 0, "path": None, "kind": "anon",
                                "address": address}
@@ -186,6 +188,7 @@ def _frame(records: list[dict[str, Any]], gaps: Gaps) -> pd.DataFrame:
         "inode": fitting(col["inode"], "UInt64", "inode", gaps),
         "path": pd.array(col["path"], dtype="string"),
         "kind": pd.Categorical(col["kind"], categories=KINDS),
+        **{c: fitting(col[c], "Int64", c, gaps) for c in RSS_COLUMNS},
         "address": fitting(col["address"], "UInt64", "address", gaps),
     }, columns=COLUMNS)
 
@@ -196,14 +199,34 @@ def _records(r: _VmaReader, pid: int, comm: str, mm: int) -> list[dict[str, Any]
     except KdnbError as exc:
         r.gaps.note(f"mm_struct of pid {pid}", mm, exc)
         return []
-    return [{"pid": pid, "comm": comm, **r.describe(row, head)} for row in rows]
+    out = [{"pid": pid, "comm": comm, **r.describe(row, head)} for row in rows]
+    _add_rss(r, out, head[4], pid)
+    return out
+
+
+def _add_rss(r: _VmaReader, records: list[dict[str, Any]], pgd: int, pid: int) -> None:
+    """The rss columns of each VMA record (NA, and a gap, where the tables are unreadable)."""
+    try:
+        counter = RssCounter(r.k, pgd)
+    except KdnbError as exc:
+        r.gaps.note(f"page tables of pid {pid}", pgd, exc)
+        counter = None
+    for rec in records:
+        values: tuple = (None,) * 4
+        if counter is not None:
+            try:
+                values = counter.count(rec["start"], rec["end"])
+            except KdnbError as exc:
+                r.gaps.note(f"rss of vma {rec['address']:#x} of pid {pid}", rec["address"], exc)
+        rec.update(zip(RSS_COLUMNS, values))
 
 
 def vmas_frame(dump: "Dump", pid: int) -> pd.DataFrame:
     """One row per VMA of the process `pid` (a kernel thread has none): pid, comm, start, end,
     perms (`r-xp`), flags (vm_flags), offset (bytes into the file), dev (`MAJ:MIN`), inode,
     path (file path or `[heap]`, `[stack]`, `[vdso]`, `[anon:NAME]`), kind (file, shmem, anon,
-    heap, stack, special), address (the vm_area_struct)."""
+    heap, stack, special), rss, rss_anon, rss_file, rss_shmem (resident pages from the page
+    tables, as smaps' Rss; anon as its Anonymous), address (the vm_area_struct)."""
     k = dump.kernel
     gaps = Gaps()
     task, comm = task_of(dump, pid)
