@@ -164,8 +164,11 @@ def test_settings_from_vmcore(path: Path) -> None:
     state = from_dump(d, 1)
     assert state.uids == (0, 0, 0, 0) and state.cwd == "/"
     assert state.exe and state.exe.startswith("/")
-    if not d.kernel.utsname()["release"].startswith("7."):
-        assert state.dumpable == 1  # exec'd by the kernel as root: dumpable
+    assert state.dumpable == 1  # exec'd by the kernel as root: dumpable
+    if d.kernel.type("struct task_struct").has_member("exec_state"):  # 7.x: no longer in mm->flags
+        task = int(d.tasks.set_index("pid").loc[1, "address"])
+        mm = d.kernel.read_u64(task + d.kernel.type("struct task_struct").offsetof("mm"))
+        assert d.kernel.read_u64(mm + d.kernel.type("struct mm_struct").offsetof("flags")) & 3 == 0
 
 
 def test_vmcore_cli(capsys: pytest.CaptureFixture) -> None:

@@ -1,6 +1,6 @@
 """What a task's own kernel state says about its next core dump, read from a vmcore: the
-RLIMIT_CORE / RLIMIT_FSIZE soft limits (`signal->rlim[]`), the dumpable flag and the
-coredump_filter bits (`mm->flags`: bits 0-1 and 2-10), the credentials (`cred`), the working
+RLIMIT_CORE / RLIMIT_FSIZE soft limits (`signal->rlim[]`), the dumpable flag (`mm->flags` bits
+0-1, or `task->exec_state->dumpable` on 7.x), the coredump_filter bits (`mm->flags` bits 2-10), the credentials (`cred`), the working
 directory (`fs->pwd`) and the executable (`mm->exe_file`). Also whether the kernel was built
 with CONFIG_COREDUMP (its `do_coredump`, renamed `vfs_coredump` in 6.16, is in kallsyms).
 """
@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RLIMIT_FSIZE, RLIMIT_CORE = 1, 4
 MMF_DUMPABLE_MASK = 0x3
 MMF_DUMP_FILTER_SHIFT, MMF_DUMP_FILTER_MASK = 2, 0x1FF
-DUMPABLE_UNTRUSTED_FROM = 7  # kernel major version
 CORE_FUNCTIONS = ("vfs_coredump", "do_coredump")
 CRED_IDS = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
 
@@ -36,13 +35,22 @@ def has_coredump(dump: "Dump") -> bool:
     return False
 
 
-def _dumpable_trusted(dump: "Dump") -> bool:
-    """Whether mm->flags bits 0-1 hold the dumpable state on this kernel: verified on 5.10 to
-    6.12 (every exec'd task reads 1); on 7.2 every task reads 0 although its cores are written,
-    so the state lives elsewhere there and is not reported."""
-    release = dump.kernel.utsname().get("release", "")
-    major = release.split(".", 1)[0]
-    return major.isdigit() and int(major) < DUMPABLE_UNTRUSTED_FROM
+def _exec_state_dumpable(dump: "Dump", task: int) -> int | None:
+    """The dumpable state kept in `task->exec_state->dumpable` (enum task_dumpable), where 7.x
+    keeps it; None on kernels whose task_struct has no exec_state (the state is in mm->flags)."""
+    k = dump.kernel
+    t = k.type("struct task_struct")
+    if not t.has_member("exec_state"):
+        return None
+    # 7.x moved the dumpable state out of mm->flags into a per-task struct task_exec_state
+    es = k.read_u64(task + t.offsetof("exec_state"))
+    if not es:
+        raise KdnbError(f"{dump.path}: task {task:#x} has a NULL exec_state")
+    value = k.read_u32(es + k.type("struct task_exec_state").offsetof("dumpable"))
+    if value > MMF_DUMPABLE_MASK:
+        raise KdnbError(f"{dump.path}: exec_state->dumpable of task {task:#x} is {value}; the "
+                        "kernel's states are 0, 1 and 2")
+    return value
 
 
 def task_coredump_state(dump: "Dump", pid: int) -> dict[str, Any]:
@@ -71,7 +79,11 @@ def task_coredump_state(dump: "Dump", pid: int) -> dict[str, Any]:
     mm = attempt("mm", lambda: mm_of(k, task))
     flags = attempt("mm->flags", lambda: k.read_u64(mm + k.type("struct mm_struct").offsetof("flags"))) \
         if mm else None
-    out["dumpable"] = flags & MMF_DUMPABLE_MASK if flags is not None and _dumpable_trusted(dump) else None
+    in_task = attempt("exec_state->dumpable", lambda: _exec_state_dumpable(dump, task))
+    if k.type("struct task_struct").has_member("exec_state"):
+        out["dumpable"] = in_task
+    else:
+        out["dumpable"] = flags & MMF_DUMPABLE_MASK if flags is not None else None
     out["coredump_filter"] = (flags >> MMF_DUMP_FILTER_SHIFT) & MMF_DUMP_FILTER_MASK \
         if flags is not None else None
 
