@@ -7,6 +7,11 @@ tree for interrupt descriptor management"), before that in the `irq_desc_tree` r
 `unsigned int`, the first member of `struct irqstat` since 6.10); its handlers are the
 `irqaction` chain. Softirq counts are the per-CPU `kstat.softirqs[]`, named by the kernel's own
 `softirq_to_name[]`.
+
+The architecture's rows of /proc/interrupts (NMI, LOC, RES, CAL, TLB, ...; x86's
+arch_show_interrupts()) are the per-CPU `irq_stat` (irq_cpustat_t) counters that this kernel's
+BTF has, the per-CPU `mce_exception_count`/`mce_poll_count` and the global `irq_err_count` and
+`irq_mis_count` (total only).
 """
 
 from __future__ import annotations
@@ -26,6 +31,29 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_IRQS = 1 << 16  # IRQ_BITMAP_BITS is NR_IRQS + 8196 (~ 10-20 k on x86_64)
 MAX_ACTIONS = 256  # shared handlers of one line
+#: /proc/interrupts' x86 rows: (name, irq_cpustat_t member, description), in the kernel's order
+ARCH_ROWS = (("NMI", "__nmi_count", "Non-maskable interrupts"),
+             ("LOC", "apic_timer_irqs", "Local timer interrupts"),
+             ("SPU", "irq_spurious_count", "Spurious interrupts"),
+             ("PMI", "apic_perf_irqs", "Performance monitoring interrupts"),
+             ("IWI", "apic_irq_work_irqs", "IRQ work interrupts"),
+             ("RTR", "icr_read_retry_count", "APIC ICR read retries"),
+             ("PLT", "x86_platform_ipis", "Platform interrupts"),
+             ("RES", "irq_resched_count", "Rescheduling interrupts"),
+             ("CAL", "irq_call_count", "Function call interrupts"),
+             ("TLB", "irq_tlb_count", "TLB shootdowns"),
+             ("TRM", "irq_thermal_count", "Thermal event interrupts"),
+             ("THR", "irq_threshold_count", "Threshold APIC interrupts"),
+             ("DFR", "irq_deferred_error_count", "Deferred Error APIC interrupts"),
+             ("HYP", "irq_hv_callback_count", "Hypervisor callback interrupts"),
+             ("HRE", "irq_hv_reenlightenment_count", "Hyper-V reenlightenment interrupts"),
+             ("HVS", "hyperv_stimer0_count", "Hyper-V stimer0 interrupts"),
+             ("PIN", "kvm_posted_intr_ipis", "Posted-interrupt notification event"),
+             ("NPI", "kvm_posted_intr_nested_ipis", "Nested posted-interrupt event"),
+             ("PIW", "kvm_posted_intr_wakeup_ipis", "Posted-interrupt wakeup event"))
+PERCPU_ROWS = (("MCE", "mce_exception_count", "Machine check exceptions"),
+               ("MCP", "mce_poll_count", "Machine check polls"))
+GLOBAL_ROWS = (("ERR", "irq_err_count"), ("MIS", "irq_mis_count"))
 
 
 def _descriptors(k: "Kernel", gaps: Gaps) -> list[tuple[int, int]]:
@@ -58,10 +86,45 @@ def _actions(k: "Kernel", first: int, layout: Any, gaps: Gaps) -> tuple[list[str
     return names, handlers
 
 
+def _arch_rows(k: "Kernel", cpus: list[int], gaps: Gaps) -> list[dict[str, Any]]:
+    """The architecture rows (irq NA, name NMI/LOC/..., actions its description)."""
+    rows: list[dict[str, Any]] = []
+    per_cpu: list[tuple[str, int, str]] = []
+    try:
+        base, t = k.symbol("irq_stat"), k.type("irq_cpustat_t")
+        per_cpu += [(name, base + t.offsetof(m), text) for name, m, text in ARCH_ROWS if t.has_member(m)]
+    except KdnbError as exc:
+        gaps.note("irq_stat", None, exc)
+    for name, sym, text in PERCPU_ROWS:
+        try:
+            per_cpu.append((name, k.symbol(sym), text))
+        except KdnbError:
+            pass  # CONFIG_X86_MCE off
+    for name, addr, text in per_cpu:
+        counts: list[int | None] = []
+        for cpu in cpus:
+            raw = read_or_none(k, k.per_cpu(addr, cpu), 4, gaps, f"{name} of cpu {cpu}")
+            counts.append(struct.unpack("<I", raw)[0] if raw is not None else None)
+        rows.append({"irq": None, "name": name, "chip": "", "hwirq": None, "actions": text, "handlers": "",
+                     "total": None if None in counts else sum(counts),  # type: ignore[arg-type]
+                     **{f"cpu{c}": n for c, n in zip(cpus, counts)}})
+    for name, sym in GLOBAL_ROWS:
+        try:
+            total = struct.unpack("<i", k.read(k.symbol(sym), 4))[0]
+        except KdnbError:
+            continue
+        rows.append({"irq": None, "name": name, "chip": "", "hwirq": None, "actions": "",
+                     "handlers": "", "total": total, **{f"cpu{c}": None for c in cpus}})
+    return rows
+
+
 def irqs_frame(dump: "Dump") -> pd.DataFrame:
-    """One row per allocated IRQ descriptor: irq, chip (irq_chip name), hwirq, actions (the
-    handlers' names, as in /proc/interrupts), handlers (their functions), total, then one column
-    `cpuN` per online CPU with that CPU's count (Int64)."""
+    """One row per allocated IRQ descriptor, then the architecture's rows: irq (NA for an
+    architecture row), name (the irq number, or NMI, LOC, RES, CAL, TLB, ... as
+    /proc/interrupts names them), chip (irq_chip name), hwirq, actions (the handlers' names, as in
+    /proc/interrupts; an architecture row's description), handlers (their functions), total, then
+    one column `cpuN` per online CPU with that CPU's count (Int64; NA for ERR and MIS, which
+    the kernel counts globally)."""
     k = dump.kernel
     gaps = Gaps()
     desc_t = k.type("struct irq_desc")
@@ -88,19 +151,21 @@ def irqs_frame(dump: "Dump") -> pd.DataFrame:
                                f"kstat_irqs of irq {irq} cpu {cpu}") if kstat else b"\0\0\0\0"
             counts.append(struct.unpack("<I", raw)[0] if raw is not None else None)
         names, handlers = _actions(k, first, action, gaps)
-        rows.append({"irq": irq, "chip": chips.get(chip, ""), "hwirq": hwirq,
+        rows.append({"irq": irq, "name": str(irq), "chip": chips.get(chip, ""), "hwirq": hwirq,
                      "actions": ", ".join(names), "handlers": ", ".join(handlers),
                      "total": None if None in counts else sum(counts),  # type: ignore[arg-type]
                      **{f"cpu{c}": n for c, n in zip(cpus, counts)}})
     rows.sort(key=lambda r: r["irq"])
-    cols = ["irq", "chip", "hwirq", "actions", "handlers", "total"] + [f"cpu{c}" for c in cpus]
+    rows += _arch_rows(k, cpus, gaps)
+    cols = ["irq", "name", "chip", "hwirq", "actions", "handlers", "total"] + [f"cpu{c}" for c in cpus]
     df = pd.DataFrame({
         "irq": fitting([r["irq"] for r in rows], "Int32", "irq", gaps),
+        "name": pd.array([r["name"] for r in rows], dtype="string"),
         "chip": pd.Categorical([r["chip"] for r in rows]),
         "hwirq": fitting([r["hwirq"] for r in rows], "UInt64", "hwirq", gaps),
         "actions": pd.array([r["actions"] for r in rows], dtype="string"),
         "handlers": pd.array([r["handlers"] for r in rows], dtype="string"),
-        **{c: fitting([r[c] for r in rows], "Int64", c, gaps) for c in cols[5:]},
+        **{c: fitting([r[c] for r in rows], "Int64", c, gaps) for c in cols[6:]},
     }, columns=cols)
     return gaps.attach(df, "irqs")
 
