@@ -13,6 +13,7 @@ from .oom import oom_evidence
 from .panic_log import PanicLog, Report, panic_reason, parse_panic_log
 from .rootcause_culprit import (add_taints, culprit_of, log_evidence, memory_evidence,
                                 module_evidence, simple_chain)
+from .rootcause_io import explain_io
 from .rootcause_model import CATEGORIES, EXPLANATIONS, OOPS_CLASSES, Analysis, Culprit, RootCause
 from .rootcause_rcu import explain_rcu_stall
 from .rootcause_wait import explain_wait
@@ -38,7 +39,7 @@ def root_cause(dump: "Dump") -> RootCause:
     if category == "unknown":
         confidence = 0.2
     if category == "hung-task":
-        found = explain_wait(an, plog, culprit, category)
+        found = explain_io(an, plog, culprit) or explain_wait(an, plog, culprit, category)
         if found is not None:
             if found.category != category:
                 alternatives.append((category, f"the log reports this symptom; {found.why}"))

@@ -34,6 +34,8 @@ EXPLANATIONS = {
                  "waiting for something that never came.",
     "deadlock": "Tasks wait for each other in a cycle: each holds a lock the next one waits for, "
                 "so none of them can ever go on.",
+    "io-hang": "A task waited for block I/O that its disk (the device, its driver or what is "
+               "behind it) never completed, until the hung-task detector gave up.",
     "oom": "Memory ran out and the kernel was told to panic instead of killing a process (or "
            "had no process left to kill).",
     "mce": "The hardware reported an uncorrectable machine-check error (CPU, memory or bus).",
@@ -128,7 +130,7 @@ class Analysis:
         df = pd.DataFrame(self.rows, columns=EVIDENCE_COLUMNS)
         df["kind"] = pd.Categorical(df["kind"], categories=["log", "frame", "task", "cpu",
                                                             "lock", "memory", "module", "mount",
-                                                            "workqueue"])
+                                                            "workqueue", "io"])
         df["seq"] = df["seq"].astype("Int64")
         df["time"] = pd.to_timedelta(df["time"])
         df["cpu"] = df["cpu"].astype("Int16")

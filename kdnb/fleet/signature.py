@@ -68,6 +68,7 @@ TITLES: dict[str, str] = {
     "rcu-stall": "INFO: rcu detected stall{in}",
     "hung-task": "INFO: task hung{in}",
     "deadlock": "possible deadlock{in}",
+    "io-hang": "INFO: task hung on block I/O{in}",
     "oom": "Out of memory{in}",
     "mce": "machine check exception",
     "init-died": "Attempted to kill init",

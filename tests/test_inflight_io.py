@@ -1,0 +1,194 @@
+"""d.inflight_io (block requests in flight), `kdnb dev -d` and the I/O-hang root cause.
+
+Fast: every sample and corpus dump reads without a gap, its requests belong to d.block's disks;
+the walk really reaches the kernel's requests (the freed ones the tags still point at carry
+their own tag, a disk's queue and a known op); corrupt tag counts and a bio cycle patched into
+a real dump are bounded and reported. On an io-hang dump (data/ if bundled, lab dumps with
+`-m lab`): the disk, the op, the size and the blocked task equal the ground truth, the request
+is older than hung_task_timeout_secs, and the root cause names them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import kdnb
+from kdnb.analysis.rootcause_io import io_wait_function
+from kdnb.views.common import Gaps, IncompleteViewWarning
+from kdnb.views.inflight_io import COLUMNS, MAX_TAGS, _Walk, inflight_by_disk
+from tests.conftest import DATA, ground_truth
+from tests.test_system import dump_of, folders, resolve
+from tests.test_validate_patched import patched_dump
+
+IO_SAMPLES = sorted(p.parent for p in DATA.glob("*-io-hang/ground-truth.json"))
+STATES = {"IN_FLIGHT", "COMPLETE"}
+
+
+def _quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteViewWarning)
+        return fn()
+
+
+@pytest.mark.parametrize("where", folders())
+def test_reads_on_every_dump(where) -> None:
+    d = dump_of(resolve(where))
+    io = d.inflight_io
+    assert list(io.columns) == COLUMNS
+    assert "incomplete" not in io.attrs.get("kdnb", {}), io.attrs["kdnb"]["incomplete"]["reason"]
+    assert str(io["age"].dtype) == "Float64" and str(io["sector"].dtype) == "UInt64"
+    disks = set(d.block.loc[d.block["partno"] == 0, "name"])
+    assert set(io["disk"]) <= disks
+    assert set(io["state"]) <= STATES
+    assert (io["age"].dropna() >= 0).all()
+    uptime = _quiet(lambda: d.sys_info)["uptime"].total_seconds()
+    assert (io["age"].dropna() <= uptime + 1).all()
+    by = inflight_by_disk(d.block, io)
+    assert list(by["name"]) == list(d.block.loc[d.block["partno"] == 0, "name"])
+    assert int(by["total"].sum()) == len(io)
+    assert (by["total"] == by["reads"] + by["writes"] + by["other"]).all()
+
+
+def _walk(d: kdnb.Dump) -> tuple[_Walk, dict[int, str], list[int]]:
+    blk = d.block
+    disks = {int(q): str(n) for q, n, p in zip(blk["queue"], blk["name"], blk["partno"]) if p == 0}
+    walk = _Walk(d.kernel, Gaps())
+    return walk, disks, walk.tag_sets(disks)
+
+
+def _stale(d: kdnb.Dump) -> list[tuple[int, int, int]]:
+    """(tags, tag, request) of every rqs[] slot of the disks' tag sets, freed or not."""
+    walk, _disks, sets = _walk(d)
+    out = []
+    for s in sets:
+        tags_array, nr_hw, *_ = walk.set.unpack(d.kernel.read(s, walk.set.size))
+        for tags in set(struct.unpack(f"<{nr_hw}Q", d.kernel.read(tags_array, 8 * nr_hw))):
+            out += [(tags, tag, rq) for tag, rq in walk._tagged(tags)]
+    return out
+
+
+@pytest.mark.parametrize("name", ["k6.1-oops", "k6.12-hung", "k7.2-oops"])
+def test_walk_reaches_the_requests(name: str) -> None:
+    """Freed requests still hang in rqs[]: their fields prove the layouts (own tag == slot for
+    reads and writes, q a disk's queue, op one the kernel names)."""
+    d = kdnb.open_sample(name)
+    walk, disks, sets = _walk(d)
+    assert sets, "no blk-mq tag set found for the disks"
+    slots = _stale(d)
+    assert slots, "no request in any tag slot"
+    ops = []
+    for _tags, tag, rq in slots:
+        q, _hctx, opf, own_tag, _len, _sector, _bio, _start, _io, state = \
+            walk.rq.unpack(d.kernel.read(rq, walk.rq.size))
+        assert q in disks
+        op = walk.ops[opf & walk.op_mask]
+        ops.append(op)
+        assert state in walk.states
+        if op != "FLUSH":  # the flush request borrows a tag and gives it back (tag -1)
+            assert own_tag == tag
+    assert {"READ", "WRITE"} <= set(ops)
+
+
+def _tag_patch(field: str, value: int, size: int = 4):
+    def make(d: kdnb.Dump) -> dict[int, bytes]:
+        walk, _disks, sets = _walk(d)
+        if field == "nr_tags":
+            tags = _stale(d)[0][0]
+            return {tags + walk.tags.offsets["nr_tags"]: value.to_bytes(size, "little")}
+        return {sets[-1] + walk.set.offsets[field]: value.to_bytes(size, "little")}
+    return make
+
+
+@pytest.mark.parametrize("field, value", [("nr_tags", 0xFFFFFFFF), ("nr_tags", MAX_TAGS + 1),
+                                          ("nr_hw_queues", 0x7FFFFFFF)])
+def test_corrupt_counts_are_bounded(field: str, value: int) -> None:
+    d = patched_dump(DATA / "k6.12-hung" / "vmcore.kdump-zlib", _tag_patch(field, value))
+    io = _quiet(lambda: d.inflight_io)
+    gap = io.attrs["kdnb"]["incomplete"]["reason"]
+    assert field in gap and str(value) in gap
+
+
+def test_bio_cycle_is_cut() -> None:
+    """A freed request patched back to IN_FLIGHT whose bio chain loops on itself: one row, its
+    bio count NA, the broken chain named."""
+    def make(d: kdnb.Dump) -> dict[int, bytes]:
+        rq = next(r for _t, _tag, r in _stale(d))
+        t = d.type("struct request")
+        fake = rq + t.offsetof("biotail")  # a "bio" whose bi_next (offset 0) points at itself
+        assert d.type("struct bio").offsetof("bi_next") == 0
+        return {rq + t.offsetof("state"): struct.pack("<I", 1), rq + t.offsetof("bio"): struct.pack("<Q", fake),
+                fake: struct.pack("<Q", fake)}
+    d = patched_dump(DATA / "k6.12-hung" / "vmcore.kdump-zlib", make)
+    io = _quiet(lambda: d.inflight_io)
+    assert len(io) == 1 and io["state"].iloc[0] == "IN_FLIGHT" and pd.isna(io["bios"].iloc[0])
+    assert "bio chain broken" in io.attrs["kdnb"]["incomplete"]["reason"]
+
+
+def test_io_wait_function() -> None:
+    writeback = ["__schedule", "schedule", "io_schedule", "folio_wait_bit_common",
+                 "folio_wait_writeback", "__filemap_fdatawait_range", "file_write_and_wait_range",
+                 "blkdev_fsync", "do_fsync"]
+    assert io_wait_function(writeback) == "folio_wait_writeback"
+    sync = ["__schedule", "schedule", "io_schedule_timeout", "__wait_for_common",
+            "wait_for_completion_io_timeout", "submit_bio_wait", "blkdev_issue_flush"]
+    assert io_wait_function(sync) == "submit_bio_wait"
+    assert io_wait_function(["__schedule", "schedule", "kdnb_hung_fn", "proc_reg_write"]) is None
+    assert io_wait_function(["__schedule", "schedule", "pipe_read", "vfs_read"]) is None
+
+
+def check_io_hang(folder: Path) -> None:
+    """The in-flight walk and the root cause of one io-hang dump against its ground truth."""
+    truth = ground_truth(folder)["io_hang"]
+    blocked = truth["blocked"][0]
+    with kdnb.open(sorted(folder.glob("vmcore.*"))[0]) as d:
+        io = d.inflight_io
+        assert "incomplete" not in io.attrs.get("kdnb", {})
+        mine = io[io["disk"] == truth["disk"]]
+        assert len(mine) >= 1, io
+        assert set(mine["op"]) == {truth["op"]}
+        assert set(mine["bytes"]) == {truth["bytes_per_write"]}
+        assert set(mine["state"]) == {"IN_FLIGHT"}
+        assert mine["age"].max() >= truth["hung_task_timeout_secs"]
+        by = inflight_by_disk(d.block, io).set_index("name")
+        assert by.loc[truth["disk"], "writes"] == len(mine)
+        rc = d.root_cause()
+        assert rc.category == "io-hang", str(rc)
+        assert (rc.culprit.pid, rc.culprit.comm) == (blocked["pid"], blocked["comm"])
+        root = rc.chain[0]["what"]
+        assert root.startswith(f"{truth['disk']}: a {truth['op']} of {truth['bytes_per_write']} bytes")
+        assert f"{blocked['comm']} (pid {blocked['pid']})" in root
+        assert (rc.evidence["kind"] == "io").any()
+
+
+@pytest.mark.parametrize("folder", IO_SAMPLES, ids=[p.name for p in IO_SAMPLES])
+def test_io_hang_sample(folder: Path) -> None:
+    check_io_hang(folder)
+
+
+def _given() -> list[Path]:
+    return [Path(p) for p in os.environ.get("KDNB_IO_LAB_DIRS", "").split(":") if p]
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not _given(), reason="KDNB_IO_LAB_DIRS not set")
+def test_given_io_hang_dumps() -> None:
+    for folder in _given():
+        check_io_hang(folder)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+@pytest.mark.parametrize("kernel", ["5.10", "6.1", "6.12", "7.2"])
+def test_fresh_io_hang_dump(tmp_path: Path, kernel: str) -> None:
+    import kdnb.lab
+
+    path = kdnb.lab.make("io-hang", kernel=kernel, formats=("kdump-zlib",), out_dir=tmp_path / "out",
+                         progress=None)
+    check_io_hang(path.parent)
