@@ -204,13 +204,13 @@ def _cross_check(dump: "Dump", ctx: OomContext) -> None:
             rss = t.loc[t["pid"] == v["pid"], "rss_pages"].dropna()
         except KdnbError as exc:
             ctx.checks.append(f"victim's rss_stat unreadable: {exc}")
-            rss = pd.Series(dtype="Int64")
-        if len(rss):
+            rss = None
+        if rss is not None and len(rss):
             got = int(rss.iloc[0])
             v["rss_pages_memory"] = got
             ctx.checks.append(f"victim pid {v['pid']}: log rss {v['rss_pages']} pages, mm rss_stat "
                               f"{got} pages at the crash (difference {got - v['rss_pages']:+d})")
-        elif not ctx.victim_killed:
+        elif rss is not None and not ctx.victim_killed:
             ctx.checks.append(f"victim pid {v['pid']} is not among the dump's tasks")
     for z in ctx.zones.itertuples():
         if hasattr(z, "free") and not pd.isna(z.free):

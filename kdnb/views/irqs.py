@@ -10,8 +10,9 @@ tree for interrupt descriptor management"), before that in the `irq_desc_tree` r
 
 The architecture's rows of /proc/interrupts (NMI, LOC, RES, CAL, TLB, ...; x86's
 arch_show_interrupts()) are the per-CPU `irq_stat` (irq_cpustat_t) counters that this kernel's
-BTF has, the per-CPU `mce_exception_count`/`mce_poll_count` and the global `irq_err_count` and
-`irq_mis_count` (total only).
+BTF has (7.x: `counts[]` indexed by `enum irq_stat_counts`), before 7.x the per-CPU
+`mce_exception_count`/`mce_poll_count` and the global `irq_err_count` and `irq_mis_count`
+(total only).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import KdnbError
-from .common import Gaps, fitting, online_cpus, read_or_none
+from .common import Gaps, enum_values, fitting, online_cpus, read_or_none
 from .trees import MapleTree, maple_entries, xarray_entries
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,28 +32,34 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_IRQS = 1 << 16  # IRQ_BITMAP_BITS is NR_IRQS + 8196 (~ 10-20 k on x86_64)
 MAX_ACTIONS = 256  # shared handlers of one line
-#: /proc/interrupts' x86 rows: (name, irq_cpustat_t member, description), in the kernel's order
-ARCH_ROWS = (("NMI", "__nmi_count", "Non-maskable interrupts"),
-             ("LOC", "apic_timer_irqs", "Local timer interrupts"),
-             ("SPU", "irq_spurious_count", "Spurious interrupts"),
-             ("PMI", "apic_perf_irqs", "Performance monitoring interrupts"),
-             ("IWI", "apic_irq_work_irqs", "IRQ work interrupts"),
-             ("RTR", "icr_read_retry_count", "APIC ICR read retries"),
-             ("PLT", "x86_platform_ipis", "Platform interrupts"),
-             ("RES", "irq_resched_count", "Rescheduling interrupts"),
-             ("CAL", "irq_call_count", "Function call interrupts"),
-             ("TLB", "irq_tlb_count", "TLB shootdowns"),
-             ("TRM", "irq_thermal_count", "Thermal event interrupts"),
-             ("THR", "irq_threshold_count", "Threshold APIC interrupts"),
-             ("DFR", "irq_deferred_error_count", "Deferred Error APIC interrupts"),
-             ("HYP", "irq_hv_callback_count", "Hypervisor callback interrupts"),
-             ("HRE", "irq_hv_reenlightenment_count", "Hyper-V reenlightenment interrupts"),
-             ("HVS", "hyperv_stimer0_count", "Hyper-V stimer0 interrupts"),
-             ("PIN", "kvm_posted_intr_ipis", "Posted-interrupt notification event"),
-             ("NPI", "kvm_posted_intr_nested_ipis", "Nested posted-interrupt event"),
-             ("PIW", "kvm_posted_intr_wakeup_ipis", "Posted-interrupt wakeup event"))
-PERCPU_ROWS = (("MCE", "mce_exception_count", "Machine check exceptions"),
-               ("MCP", "mce_poll_count", "Machine check polls"))
+#: /proc/interrupts' x86 rows: (name, irq_cpustat_t member, enum irq_stat_counts suffix (7.x
+#: keeps them in `counts[]`), description), in the kernel's order
+ARCH_ROWS = (("NMI", "__nmi_count", "NMI", "Non-maskable interrupts"),
+             ("LOC", "apic_timer_irqs", "APIC_TIMER", "Local timer interrupts"),
+             ("SPU", "irq_spurious_count", "SPURIOUS", "Spurious interrupts"),
+             ("PMI", "apic_perf_irqs", "APIC_PERF", "Performance monitoring interrupts"),
+             ("IWI", "apic_irq_work_irqs", "IRQ_WORK", "IRQ work interrupts"),
+             ("RTR", "icr_read_retry_count", "ICR_READ_RETRY", "APIC ICR read retries"),
+             ("PLT", "x86_platform_ipis", "X86_PLATFORM_IPI", "Platform interrupts"),
+             ("RES", "irq_resched_count", "RESCHEDULE", "Rescheduling interrupts"),
+             ("CAL", "irq_call_count", "CALL_FUNCTION", "Function call interrupts"),
+             ("TLB", "irq_tlb_count", "TLB", "TLB shootdowns"),
+             ("TRM", "irq_thermal_count", "THERMAL_APIC", "Thermal event interrupts"),
+             ("THR", "irq_threshold_count", "THRESHOLD_APIC", "Threshold APIC interrupts"),
+             ("DFR", "irq_deferred_error_count", "DEFERRED_ERROR", "Deferred Error APIC interrupts"),
+             ("MCE", None, "MCE_EXCEPTION", "Machine check exceptions"),
+             ("MCP", None, "MCE_POLL", "Machine check polls"),
+             ("HYP", "irq_hv_callback_count", "HYPERVISOR_CALLBACK", "Hypervisor callback interrupts"),
+             ("HRE", "irq_hv_reenlightenment_count", "HYPERV_REENLIGHTENMENT",
+              "Hyper-V reenlightenment interrupts"),
+             ("HVS", "hyperv_stimer0_count", "HYPERV_STIMER0", "Hyper-V stimer0 interrupts"),
+             ("ERR", None, "PIC_APIC_ERROR", ""),
+             ("MIS", None, "IOAPIC_MISROUTED", ""),
+             ("PIN", "kvm_posted_intr_ipis", "POSTED_INTR", "Posted-interrupt notification event"),
+             ("NPI", "kvm_posted_intr_nested_ipis", "POSTED_INTR_NESTED", "Nested posted-interrupt event"),
+             ("PIW", "kvm_posted_intr_wakeup_ipis", "POSTED_INTR_WAKEUP", "Posted-interrupt wakeup event"))
+#: before 7.x the machine-check counts are per-CPU variables of their own
+PERCPU_ROWS = {"MCE": "mce_exception_count", "MCP": "mce_poll_count"}
 GLOBAL_ROWS = (("ERR", "irq_err_count"), ("MIS", "irq_mis_count"))
 
 
@@ -86,21 +93,34 @@ def _actions(k: "Kernel", first: int, layout: Any, gaps: Gaps) -> tuple[list[str
     return names, handlers
 
 
+def _arch_counters(k: "Kernel", gaps: Gaps) -> list[tuple[str, int, str]]:
+    """(name, per-CPU address, description) of each architecture counter this kernel has."""
+    out: list[tuple[str, int, str]] = []
+    try:
+        base, t = k.symbol("irq_stat"), k.type("irq_cpustat_t")
+    except KdnbError as exc:
+        gaps.note("irq_stat", None, exc)
+        return out
+    # 7.x: `unsigned int counts[IRQ_COUNT_MAX]` indexed by enum irq_stat_counts
+    index = enum_values(k, "enum irq_stat_counts") if t.has_member("counts") else {}
+    for name, member, suffix, text in ARCH_ROWS:
+        if index:
+            if f"IRQ_COUNT_{suffix}" in index:
+                out.append((name, base + t.offsetof("counts") + 4 * index[f"IRQ_COUNT_{suffix}"], text))
+        elif member is not None and t.has_member(member):
+            out.append((name, base + t.offsetof(member), text))
+        elif name in PERCPU_ROWS:
+            try:
+                out.append((name, k.symbol(PERCPU_ROWS[name]), text))
+            except KdnbError:
+                pass  # CONFIG_X86_MCE off, or the symbol not in kallsyms
+    return out
+
+
 def _arch_rows(k: "Kernel", cpus: list[int], gaps: Gaps) -> list[dict[str, Any]]:
     """The architecture rows (irq NA, name NMI/LOC/..., actions its description)."""
     rows: list[dict[str, Any]] = []
-    per_cpu: list[tuple[str, int, str]] = []
-    try:
-        base, t = k.symbol("irq_stat"), k.type("irq_cpustat_t")
-        per_cpu += [(name, base + t.offsetof(m), text) for name, m, text in ARCH_ROWS if t.has_member(m)]
-    except KdnbError as exc:
-        gaps.note("irq_stat", None, exc)
-    for name, sym, text in PERCPU_ROWS:
-        try:
-            per_cpu.append((name, k.symbol(sym), text))
-        except KdnbError:
-            pass  # CONFIG_X86_MCE off
-    for name, addr, text in per_cpu:
+    for name, addr, text in _arch_counters(k, gaps):
         counts: list[int | None] = []
         for cpu in cpus:
             raw = read_or_none(k, k.per_cpu(addr, cpu), 4, gaps, f"{name} of cpu {cpu}")
@@ -108,13 +128,15 @@ def _arch_rows(k: "Kernel", cpus: list[int], gaps: Gaps) -> list[dict[str, Any]]
         rows.append({"irq": None, "name": name, "chip": "", "hwirq": None, "actions": text, "handlers": "",
                      "total": None if None in counts else sum(counts),  # type: ignore[arg-type]
                      **{f"cpu{c}": n for c, n in zip(cpus, counts)}})
+    have = {r["name"] for r in rows}
     for name, sym in GLOBAL_ROWS:
         try:
-            total = struct.unpack("<i", k.read(k.symbol(sym), 4))[0]
+            if name not in have:
+                total = struct.unpack("<i", k.read(k.symbol(sym), 4))[0]
+                rows.append({"irq": None, "name": name, "chip": "", "hwirq": None, "actions": "",
+                             "handlers": "", "total": total, **{f"cpu{c}": None for c in cpus}})
         except KdnbError:
             continue
-        rows.append({"irq": None, "name": name, "chip": "", "hwirq": None, "actions": "",
-                     "handlers": "", "total": total, **{f"cpu{c}": None for c in cpus}})
     return rows
 
 
