@@ -22,7 +22,7 @@ EXPECTED = {
     "sysrq": "sysrq", "oops": "null-deref", "bug": "bug", "panic": "panic-call", "warn": "warn",
     "softlockup": "soft-lockup", "hung": "hung-task", "oom": "oom", "cascade": "soft-lockup",
     "rcu-stall": "rcu-stall", "slab-leak": "sysrq", "deadlock": "deadlock", "wq-stall": "hung-task",
-    "rwsem": "hung-task",
+    "rwsem": "hung-task", "io-hang": "io-hang",
 }
 
 

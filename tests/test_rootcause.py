@@ -28,7 +28,7 @@ SCENARIO_CATEGORY = {
     "sysrq": "sysrq", "oops": "null-deref", "mod_oops": "null-deref", "bug": "bug",
     "panic": "panic-call", "warn": "warn", "softlockup": "soft-lockup", "hung": "hung-task",
     "hung_task": "hung-task", "oom": "oom", "cascade": "soft-lockup", "rcu-stall": "rcu-stall",
-    "slab-leak": "sysrq",
+    "slab-leak": "sysrq", "io-hang": "io-hang",
 }
 
 

@@ -212,7 +212,22 @@ def evidence(dump: Any) -> str:
     rc, why = attempt(dump.root_cause)
     if rc is None:
         return heading("evidence") + note_html("evidence", why or "?")
-    return heading("evidence") + evidence_html(rc)
+    return heading("evidence") + evidence_html(rc) + _inflight(dump, rc)
+
+
+def _inflight(dump: Any, rc: Any) -> str:
+    """The block requests in flight (d.inflight_io), shown only when an I/O hang is the answer."""
+    if getattr(rc, "category", None) != "io-hang":
+        return ""
+    io, why = get(dump, "inflight_io")
+    if io is None:
+        return note_html("block requests in flight", why or "?")
+    shown = io[["disk", "hw_queue", "tag", "op", "flags", "sector", "bytes", "state", "age", "io_age",
+                "bios", "pid", "comm", "request"]].rename(columns={"request": "request_address"})
+    shown = shown.astype({"sector": "Int64", "bytes": "Int64"})  # counts, not addresses (UInt64 shows hex)
+    return "<h3>Block requests in flight</h3>" + table_html(shown, interactive=False, caption=(
+        "d.inflight_io: age and io_age in seconds before the crash (since allocation, since issue "
+        "to the driver)"))
 
 
 def validation(dump: Any) -> str:
