@@ -243,15 +243,17 @@ def open(  # noqa: A001 - the public name is kdnb.open
     vmlinux: str | os.PathLike | None = None,
     system_map: str | os.PathLike | None = None,
     binaries: "Binaries" = None,
+    journal: str | os.PathLike | None = None,
 ) -> "Dump | Core":
     """Open a crash dump (one file, or the parts of a split dump), or a userspace process
     core (told apart by its contents; plain or zstd/xz/lz4/gzip-compressed), which gives a
     `kdnb.process.Core`, or a Linux minidump, which gives a `kdnb.process.Minidump`; `binaries`
-    (files or folders) helps them find the mapped ELF files."""
+    (files or folders) helps them find the mapped ELF files; `journal` is systemd-coredump's
+    journal entry for a core (`journalctl -o json COREDUMP_PID=PID > FILE`)."""
     from .process.source import looks_like_process_core
 
     if isinstance(paths, (str, os.PathLike)) and looks_like_process_core(os.fspath(paths)):
         from .process import open_process
 
-        return open_process(paths, binaries=binaries)
+        return open_process(paths, binaries=binaries, journal=journal)
     return Dump(paths, vmlinux=vmlinux, system_map=system_map)

@@ -101,7 +101,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if os.path.isfile(path) and looks_like_process_core(path):
         from .ui.process_report import make_process_report
 
-        rep = make_process_report(path, args.output, progress=say)
+        rep = make_process_report(path, args.output, progress=say, journal=args.journal)
     else:
         from .ui.report import make_report
 
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     report.add_argument("--include-memory", action="store_true",
                         help="put raw memory bytes (each CPU's stack top) into the report")
+    report.add_argument("--journal", metavar="FILE", help="a process core's systemd-coredump journal "
+                        "entry (journalctl -o json COREDUMP_PID=PID > FILE)")
     report.set_defaults(func=cmd_report)
     return parser
 

@@ -13,10 +13,13 @@ from .minidump_core import Minidump
 from .source import process_file_kind
 
 
-def open_process(path: str | os.PathLike, binaries: Binaries = None, use_mapped_paths: bool = True) -> Core:
-    """A `Core` for an ELF process core, a `Minidump` for a minidump (told apart by content)."""
-    cls = Minidump if process_file_kind(os.fspath(path)) == "minidump" else Core
-    return cls(path, binaries=binaries, use_mapped_paths=use_mapped_paths)
+def open_process(path: str | os.PathLike, binaries: Binaries = None, use_mapped_paths: bool = True,
+                 journal: str | os.PathLike | None = None) -> Core:
+    """A `Core` for an ELF process core (with systemd-coredump's `journal=` export when given),
+    a `Minidump` for a minidump (told apart by content)."""
+    if process_file_kind(os.fspath(path)) == "minidump":
+        return Minidump(path, binaries=binaries, use_mapped_paths=use_mapped_paths)
+    return Core(path, binaries=binaries, use_mapped_paths=use_mapped_paths, journal=journal)
 
 
 __all__ = ["Core", "Minidump", "Signal", "NotInCore", "open_process"]

@@ -17,6 +17,7 @@ import pandas as pd
 from ..dump.notes import PR_REG_NAMES
 from ..errors import FormatError, KdnbError, SymbolNotFound
 from .images import Binaries, Image, find_images
+from .journal import Journal, load_journal, stored_name_facts
 from .mappings import Mapping, build_mappings, explain_address, mappings_frame
 from .memory import PF_X, CoreMemory
 from .notes import AT_NAMES, STATE_NAMES, ProcessNotes, decode_notes
@@ -61,8 +62,9 @@ class Core:
     format = "process-core"
 
     def __init__(self, path: str | os.PathLike, binaries: Binaries = None,
-                 use_mapped_paths: bool = True) -> None:
+                 use_mapped_paths: bool = True, journal: str | os.PathLike | None = None) -> None:
         self.path = os.fspath(path)
+        self._journal_source = journal
         self._source = CoreSource(self.path)
         try:
             self._mem = CoreMemory(self._source)
@@ -106,7 +108,8 @@ class Core:
         return {"format": self.format, "compression": self._source.compression,
                 "file_size": self._source.compressed_size, "core_size": self._source.size,
                 "truncated": self._mem.truncated, "pt_loads": len(self._mem.loads),
-                "threads": len(self._notes.threads), "problems": self.problems}
+                "threads": len(self._notes.threads), "stored_by_systemd": stored_name_facts(self.path),
+                "problems": self.problems}
 
     def facts(self) -> list[tuple[str, str]]:
         """The file itself in a few labelled lines (for `kdnb info` and the report)."""
@@ -126,8 +129,15 @@ class Core:
         return self._mem.problems + self._notes.problems
 
     @cached_property
+    def journal(self) -> Journal | None:
+        """systemd-coredump's journal entry for this core, when one was given with `journal=`
+        (a `journalctl -o json` or `-o export` file); None otherwise."""
+        return load_journal(self._journal_source, self.path) if self._journal_source is not None else None
+
+    @cached_property
     def process(self) -> dict:
-        """NT_PRPSINFO: pid, ppid, pgrp, sid, uid, gid, comm, args, state; plus the executable."""
+        """NT_PRPSINFO: pid, ppid, pgrp, sid, uid, gid, comm, args, state; plus the executable;
+        with a journal entry, the whole command line, the cwd and the unit."""
         p = self._notes.psinfo
         exe = self._exe
         out = {"pid": p.pid if p else self._notes.threads[0].tid, "ppid": p.ppid if p else None,
@@ -136,6 +146,9 @@ class Core:
                "comm": p.comm if p else None, "args": p.args if p else None,
                "state": STATE_NAMES.get(p.state, p.state) if p else None,
                "executable": exe.path if exe else None, "threads": len(self._notes.threads)}
+        if self.journal is not None:  # NT_PRPSINFO keeps 80 bytes of the command line
+            j = self.journal.facts
+            out.update(args=j["cmdline"] or out["args"], cwd=j["cwd"], unit=j["unit"] or j["user_unit"])
         return out
 
     @cached_property

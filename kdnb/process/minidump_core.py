@@ -105,6 +105,7 @@ class Minidump(Core):
     def __init__(self, path: str | os.PathLike, binaries: Binaries = None,
                  use_mapped_paths: bool = True) -> None:
         self.path = os.fspath(path)
+        self._journal_source = None  # systemd-coredump stores cores, not minidumps
         self._source = CoreSource(self.path)
         try:
             self._streams = parse(self._source.pread, self._source.size, self.path)

@@ -126,6 +126,10 @@ def root_cause(core: "Core") -> ProcessRootCause:
         rows.append({"kind": kind, "tid": tid, "text": text, "why": why})
 
     add("signal", str(sig), f"from {sig.source}")
+    if core.journal is not None:
+        j = core.journal.facts
+        add("process", f"{j['cmdline'] or proc['comm']} in {j['unit'] or j['user_unit'] or j['slice'] or 'no unit'}"
+            f" (cwd {j['cwd']})", "systemd-coredump's journal entry")
     try:
         frames = core.backtrace(tid)
     except KdnbError as exc:

@@ -94,6 +94,15 @@ def _core_itself(core: "Core") -> str:
     return _facts(core.facts()) + (f"<ul>{problems}</ul>" if problems else "")
 
 
+def _journal(core: "Core") -> str:
+    j = core.journal
+    f = j.facts
+    lines = [(k.replace("_", " "), f[k]) for k in ("unit", "slice", "cgroup", "exe", "cmdline", "cwd",
+                                                   "hostname", "boot_id", "time", "rlimit", "package")]
+    return (_facts(lines) + "<h3>Open files at the crash</h3>" + static_table_html(j.open_files, ALL_ROWS)
+            + "<h3>Limits at the crash</h3>" + static_table_html(j.limits, ALL_ROWS))
+
+
 def _further(core: "Core") -> str:
     exe = core.process.get("executable") or "PROGRAM"
     first = (f"<li><code>minidump-stackwalk {_esc(core.path)} SYMBOLS_DIR</code> (rust-minidump) for "
@@ -124,6 +133,8 @@ def process_report_html(core: "Core", progress: Callable[[str], None] | None = N
     parts.append(_section("Mapped images", static_table_html(core.images, ALL_ROWS)))
     parts.append(_section("Mappings", static_table_html(core.mappings, ALL_ROWS)))
     parts.append(_section("Auxiliary vector", static_table_html(core.auxv, ALL_ROWS)))
+    if core.journal is not None:
+        parts.append(_section("systemd-coredump's journal entry", _journal(core)))
     parts.append(_section("The core file" if core.format != "minidump" else "The minidump",
                           _core_itself(core)))
     parts.append(_section("Look further", _further(core)))
@@ -135,11 +146,13 @@ def process_report_html(core: "Core", progress: Callable[[str], None] | None = N
 
 def make_process_report(path: str | os.PathLike, output: str | os.PathLike,
                         binaries: list[str] | None = None,
-                        progress: Callable[[str], None] | None = None) -> str:
-    """Open a process core and write its report to `output`; returns the output path."""
+                        progress: Callable[[str], None] | None = None,
+                        journal: str | os.PathLike | None = None) -> str:
+    """Open a process core (with its systemd-coredump journal entry when given) and write its
+    report to `output`; returns the output path."""
     from ..process import open_process
 
-    with open_process(path, binaries=binaries) as core:
+    with open_process(path, binaries=binaries, journal=journal) as core:
         text = process_report_html(core, progress)
     out = os.fspath(output)
     with open(out, "w", encoding="utf-8") as f:
