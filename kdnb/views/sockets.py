@@ -5,7 +5,7 @@ The sockets are found through the tasks' open files (the fd walk of kdnb.views.f
 `struct sock`. The address fields come from `sock_common` (`skc_rcv_saddr`/`skc_num` local,
 `skc_daddr`/`skc_dport` remote, their v6 twins), the state from `skc_state` (TCP_* numbers, which
 unix and UDP sockets reuse). Queue bytes are the ones /proc/net shows: for TCP `rcv_nxt -
-copied_seq` and `write_seq - snd_una` (a listener: accept backlog and its maximum), for unix the
+copied_seq` (a listener: its accept backlog) and `write_seq - snd_una`, for unix the
 bytes of the skbs on the receive queue (unix_inq_len) and `sk_wmem_alloc - 1`, for the rest
 `sk_rmem_alloc` and `sk_wmem_alloc - 1`. A unix socket's peer is given by its inode.
 """
@@ -51,7 +51,7 @@ class _SockReader:
         fields = ["__sk_common.skc_family", "__sk_common.skc_state", "__sk_common.skc_rcv_saddr",
                   "__sk_common.skc_daddr", "__sk_common.skc_num", "__sk_common.skc_dport",
                   "sk_protocol", "sk_type", "sk_backlog.rmem_alloc.counter",
-                  "sk_wmem_alloc.refs.counter", "sk_ack_backlog", "sk_max_ack_backlog", "sk_uid.val",
+                  "sk_wmem_alloc.refs.counter", "sk_ack_backlog", "sk_uid.val",
                   "sk_socket"]
         self.v6 = s.has_member("__sk_common.skc_v6_rcv_saddr")  # CONFIG_IPV6
         if self.v6:
@@ -99,8 +99,7 @@ class _SockReader:
         return out
 
     def _sock(self, out: dict[str, Any], sk: int, v: tuple) -> None:
-        family, state, saddr, daddr, num, dport, proto, _sk_type, rmem, wmem, backlog, max_backlog, \
-            uid, _socket = v[:14]
+        family, state, saddr, daddr, num, dport, proto, _sk_type, rmem, wmem, backlog, uid, _socket = v[:13]
         out.update(family=FAMILIES.get(family, str(family)), protocol=proto, uid=uid,
                    state=TCP_STATES[state] if 0 < state < len(TCP_STATES) else str(state),
                    rx_queue=rmem, tx_queue=max(wmem - 1, 0))
@@ -108,20 +107,17 @@ class _SockReader:
             if family == 2:
                 local, remote = (str(ipaddress.IPv4Address(a.to_bytes(4, "little"))) for a in (saddr, daddr))
             elif self.v6:
-                local, remote = (str(ipaddress.IPv6Address(a)) for a in v[14:16])
+                local, remote = (str(ipaddress.IPv6Address(a)) for a in v[13:15])
             else:
                 local = remote = None
             out.update(local_addr=local, remote_addr=remote, local_port=num,
                        remote_port=int.from_bytes(dport.to_bytes(2, "little"), "big"))
             if proto == IPPROTO_TCP and out["type"] == "stream":
-                if state == TCP_LISTEN:
-                    out.update(rx_queue=backlog, tx_queue=max_backlog)
-                else:
-                    td = read_or_none(self.k, sk, self.tcp.size, self.gaps, "struct tcp_sock")
-                    if td is not None:
-                        rcv_nxt, copied, write_seq, snd_una = self.tcp.unpack(td)
-                        out.update(rx_queue=(rcv_nxt - copied) & 0xFFFFFFFF,
-                                   tx_queue=(write_seq - snd_una) & 0xFFFFFFFF)
+                td = read_or_none(self.k, sk, self.tcp.size, self.gaps, "struct tcp_sock")
+                if td is not None:  # get_tcp4_sock(): a listener's rx_queue is its accept backlog
+                    rcv_nxt, copied, write_seq, snd_una = self.tcp.unpack(td)
+                    out.update(rx_queue=backlog if state == TCP_LISTEN else max((rcv_nxt - copied) & 0xFFFFFFFF, 0),
+                               tx_queue=(write_seq - snd_una) & 0xFFFFFFFF)
         elif family == 1:
             self._unix(out, sk)
         elif family == 16 and self.netlink is not None:
