@@ -161,6 +161,10 @@ def test_settings_from_vmcore(path: Path) -> None:
     assert r.status("coredump.rlimit") == "fail"
     assert r["coredump.fsize"].evidence["rlimit_fsize"] == "unlimited"
     assert r["coredump.filter"].evidence["coredump_filter"] == "0x33"
+    # the cwd's inode read from the dump: the initramfs' tmpfs root, mode 1777, root's
+    assert r.status("coredump.directory") == "pass", r["coredump.directory"].detail
+    assert r["coredump.directory"].evidence["source"] == "the cwd's inode in the dump"
+    assert "mode 1777" in r["coredump.directory"].detail
     state = from_dump(d, 1)
     assert state.uids == (0, 0, 0, 0) and state.cwd == "/"
     assert state.exe and state.exe.startswith("/")
@@ -176,7 +180,9 @@ def test_vmcore_cli(capsys: pytest.CaptureFixture) -> None:
     assert kdnb_main(["coredump-check", "--dump", str(path), "--pid", "1"]) == 2
     out = capsys.readouterr().out
     assert "pid 1 (init)" in out and "RLIMIT_CORE of pid 1 in the dump is 0" in out
+    # a pid that is no task (the process that crashed has exited): only the log can speak of it
     assert kdnb_main(["coredump-check", "--dump", str(path), "--pid", "999999"]) != 0
+    assert "pid 999999, not a task in the dump" in capsys.readouterr().out
 
 
 # -- file trees: pipe handlers and their configuration ----------------------------------------

@@ -58,6 +58,7 @@ class CoredumpSettings:
     uids: tuple[int, ...] | None = None  # real, effective, saved, fs
     gids: tuple[int, ...] | None = None
     cwd: str | None = None
+    cwd_stat: dict | None = None  # the cwd's inode (mode, uid, gid, read_only), vmcore only
     exe: str | None = None
     systemd: dict[str, str] | None = None  # coredump.conf [Coredump] values (defaults filled)
     apport_enabled: bool | None = None
@@ -231,10 +232,13 @@ def from_dump(dump: "Dump", pid: int | None = None) -> CoredumpSettings:
         s.log = [line for line in text if COREDUMP_LOG.search(line)][-LOG_LINES_MAX:]
     except KdnbError:
         s.log = None
-    if pid is not None:
+    if pid is not None and not (dump.tasks["pid"] == pid).any():
+        # an exited process (the one that crashed): only the kernel log can speak of it
+        s.pid, s.limits_of = pid, f"pid {pid}, not a task in the dump (it has exited)"
+    elif pid is not None:
         state = task_coredump_state(dump, pid)
         for key in ("pid", "comm", "rlimit_core", "rlimit_fsize", "dumpable", "coredump_filter",
-                    "uids", "gids", "cwd", "exe"):
+                    "uids", "gids", "cwd", "cwd_stat", "exe"):
             setattr(s, key, state[key])
         s.limits_of = f"pid {pid} in the dump"
     return s

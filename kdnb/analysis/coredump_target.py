@@ -60,15 +60,36 @@ def _fs_type(path: str, mounts: str) -> str | None:
     return kind
 
 
-def _writable(st: os.stat_result, uid: int, gid: int) -> bool:
+def _writable(mode: int, owner: int, group: int, uid: int, gid: int) -> bool:
     """Write and search permission by the mode bits (ACLs and supplementary groups aside)."""
     if uid == 0:
         return True
-    if st.st_uid == uid:
-        return st.st_mode & 0o300 == 0o300
-    if st.st_gid == gid:
-        return st.st_mode & 0o030 == 0o030
-    return st.st_mode & 0o003 == 0o003
+    if owner == uid:
+        return mode & 0o300 == 0o300
+    if group == gid:
+        return mode & 0o030 == 0o030
+    return mode & 0o003 == 0o003
+
+
+def _unwritable(folder: str, mode: int, owner: int, uid: int, ev: dict) -> Check:
+    ev.update(uid=uid, mode=f"{stat.S_IMODE(mode):o}", owner=owner)
+    return Check("coredump.directory", AREA, "fail", f"{folder} is not writable by uid {uid} "
+                 f"(mode {stat.S_IMODE(mode):o}, owner {owner}): the kernel cannot create the core",
+                 "run the program from a writable directory or use an absolute core_pattern", ev)
+
+
+def _directory_in_dump(s: "CoredumpSettings", folder: str, ev: dict) -> Check:
+    """The cwd as the vmcore's inode shows it (the kernel's own permission inputs)."""
+    st = s.cwd_stat
+    ev.update(source="the cwd's inode in the dump")
+    if st["read_only"]:
+        return Check("coredump.directory", AREA, "fail", f"{folder} is on a read-only mount",
+                     "point core_pattern at a writable directory or a pipe", ev)
+    if s.uids and s.gids and not _writable(st["mode"], st["uid"], st["gid"], s.uids[3], s.gids[3]):
+        return _unwritable(folder, st["mode"], st["uid"], s.uids[3], ev)
+    return Check("coredump.directory", AREA, "pass", f"{folder} is writable by uid "
+                 f"{s.uids[3] if s.uids else '?'} (mode {stat.S_IMODE(st['mode']):o}; free space "
+                 "is not in a dump)", "", ev)
 
 
 def check_directory(s: "CoredumpSettings") -> Check:
@@ -80,6 +101,8 @@ def check_directory(s: "CoredumpSettings") -> Check:
         return Check("coredump.directory", AREA, "skip", "the target directory is unknown (the "
                      "process's cwd is not known, or the path holds a %-specifier)")
     ev: dict = {"directory": folder}
+    if s.tree is None and s.cwd_stat and folder == s.cwd:
+        return _directory_in_dump(s, folder, ev)
     if s.tree is None:
         return Check("coredump.directory", AREA, "skip", f"{folder} cannot be looked at from here",
                      "", ev)
@@ -100,12 +123,8 @@ def check_directory(s: "CoredumpSettings") -> Check:
                      "directory or a pipe", ev)
     uid = s.uids[3] if s.uids else os.geteuid() if s.live and s.pid == os.getpid() else None
     gid = s.gids[3] if s.gids else os.getegid() if s.live and s.pid == os.getpid() else None
-    if uid is not None and gid is not None and not _writable(st, uid, gid):
-        ev.update(uid=uid, mode=f"{stat.S_IMODE(st.st_mode):o}", owner=st.st_uid)
-        return Check("coredump.directory", AREA, "fail", f"{folder} is not writable by uid {uid} "
-                     f"(mode {stat.S_IMODE(st.st_mode):o}, owner {st.st_uid}): the kernel cannot "
-                     "create the core", "run the program from a writable directory or use an "
-                     "absolute core_pattern", ev)
+    if uid is not None and gid is not None and not _writable(st.st_mode, st.st_uid, st.st_gid, uid, gid):
+        return _unwritable(folder, st.st_mode, st.st_uid, uid, ev)
     if ev["free_bytes"] < FREE_MIN:
         return Check("coredump.directory", AREA, "fail", f"{folder} has {ev['free_bytes']} bytes "
                      "free: the core is cut short or not written", "free space there", ev)

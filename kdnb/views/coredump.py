@@ -1,7 +1,7 @@
 """What a task's own kernel state says about its next core dump, read from a vmcore: the
 RLIMIT_CORE / RLIMIT_FSIZE soft limits (`signal->rlim[]`), the dumpable flag (`mm->flags` bits
 0-1, or `task->exec_state->dumpable` on 7.x), the coredump_filter bits (`mm->flags` bits 2-10), the credentials (`cred`), the working
-directory (`fs->pwd`) and the executable (`mm->exe_file`). Also whether the kernel was built
+directory (`fs->pwd`, with its inode's mode and owner) and the executable (`mm->exe_file`). Also whether the kernel was built
 with CONFIG_COREDUMP (its `do_coredump`, renamed `vfs_coredump` in 6.16, is in kallsyms).
 """
 
@@ -21,6 +21,7 @@ RLIMIT_FSIZE, RLIMIT_CORE = 1, 4
 MMF_DUMPABLE_MASK = 0x3
 MMF_DUMP_FILTER_SHIFT, MMF_DUMP_FILTER_MASK = 2, 0x1FF
 CORE_FUNCTIONS = ("vfs_coredump", "do_coredump")
+MNT_READONLY, SB_RDONLY = 0x40, 0x1
 CRED_IDS = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
 
 
@@ -53,9 +54,33 @@ def _exec_state_dumpable(dump: "Dump", task: int) -> int | None:
     return value
 
 
+def _cwd_stat(dump: "Dump", task: int) -> dict[str, Any] | None:
+    """mode, uid, gid of the task's working directory's inode, and whether its mount or
+    superblock is read-only (MNT_READONLY, SB_RDONLY): what the kernel checks before it creates
+    a core there."""
+    k = dump.kernel
+    fs = k.read_u64(task + k.type("struct task_struct").offsetof("fs"))
+    if not fs:
+        return None
+    pwd = fs + k.type("struct fs_struct").offsetof("pwd")
+    mnt, dentry = k.read_u64(pwd), k.read_u64(pwd + k.type("struct path").offsetof("dentry"))
+    inode = k.read_u64(dentry + k.type("struct dentry").offsetof("d_inode")) if dentry else 0
+    if not inode:
+        return None
+    it = k.type("struct inode")
+    offs = {f: it.offsetof(f) for f in ("i_mode", "i_uid", "i_gid", "i_sb")}
+    raw = k.read(inode, max(offs.values()) + 8)  # the inode's head, once
+    sb = struct.unpack_from("<Q", raw, offs["i_sb"])[0]
+    return {"mode": struct.unpack_from("<H", raw, offs["i_mode"])[0],
+            "uid": struct.unpack_from("<I", raw, offs["i_uid"])[0],
+            "gid": struct.unpack_from("<I", raw, offs["i_gid"])[0],
+            "read_only": bool(k.read_u32(mnt + k.type("struct vfsmount").offsetof("mnt_flags")) & MNT_READONLY)
+            or bool(k.read_u64(sb + k.type("struct super_block").offsetof("s_flags")) & SB_RDONLY)}
+
+
 def task_coredump_state(dump: "Dump", pid: int) -> dict[str, Any]:
-    """pid, comm, rlimit_core, rlimit_fsize, dumpable, coredump_filter, uids, gids, cwd, exe of
-    one task; a value that cannot be read is None and its reason is in `errors`."""
+    """pid, comm, rlimit_core, rlimit_fsize, dumpable, coredump_filter, uids, gids, cwd,
+    cwd_stat, exe of one task; a value that cannot be read is None and its reason is in `errors`."""
     k = dump.kernel
     task, comm = task_of(dump, pid)
     t = k.type("struct task_struct")
@@ -104,6 +129,7 @@ def task_coredump_state(dump: "Dump", pid: int) -> dict[str, Any]:
         return paths.path(k.read_u64(pwd), k.read_u64(pwd + k.type("struct path").offsetof("dentry")))
 
     out["cwd"] = attempt("fs->pwd", cwd)
+    out["cwd_stat"] = attempt("fs->pwd inode", lambda: _cwd_stat(dump, task))
 
     def exe() -> str | None:
         file = k.read_u64(mm + k.type("struct mm_struct").offsetof("exe_file"))
