@@ -18,7 +18,7 @@ import pytest
 from kdnb.analysis.oom import oom_context
 from kdnb.errors import KdnbError
 from kdnb.views.common import IncompleteViewWarning
-from tests.test_system import dump_of, folders, quiet, resolve
+from tests.test_system import SAMPLES, dump_of, folders, quiet, resolve
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oom"
 
@@ -131,3 +131,15 @@ def test_no_oom_context_without_an_oom_report(where) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IncompleteViewWarning)
         assert d.oom is None
+
+
+@pytest.mark.parametrize("where", folders()[:len(SAMPLES)])
+def test_report_system_state(where) -> None:
+    from kdnb.ui import sections_data
+
+    d = dump_of(resolve(where))
+    text = quiet(lambda: sections_data.memory(d))
+    assert "Zones: free pages and watermarks" in text and "Largest processes by resident memory" in text
+    assert "OOM context" not in text  # no oom-killer report in these logs
+    top = quiet(lambda: d.tasks).query("pid == tgid and not is_kthread").nlargest(1, "rss_pages")
+    assert f">{int(top['rss_pages'].iloc[0])}<" in text

@@ -130,6 +130,10 @@ def check_oom(d: kdnb.Dump, folder: Path) -> None:
     ev = d.root_cause().evidence
     assert ev["text"].str.contains(f"victim kdnb_hog \\(pid {hog}\\)").any()
     assert ev["text"].str.contains("gfp_mask=").any()
+    from kdnb.ui import sections_data
+
+    text = sections_data.memory(d)  # the report's memory section shows the OOM context
+    assert "OOM context" in text and f"kdnb_hog (pid {hog}, uid 0)" in text
 
 
 def check_folder(folder: Path) -> None:

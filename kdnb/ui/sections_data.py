@@ -14,6 +14,7 @@ from .filters import panic_mask
 from .format import hex_text
 from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
 from .sections import heading
+from .sections_system import system_state
 from .tables import table_html
 
 TASK_COLUMNS = ("pid", "tgid", "ppid", "comm", "state", "cpu", "is_current", "is_kthread", "prio",
@@ -68,12 +69,13 @@ def log(dump: Any) -> str:
 
 
 def memory(dump: Any) -> str:
-    """The memory counters, one labelled row each, and the breakdown chart."""
+    """The memory counters, one labelled row each, the breakdown chart, then the system state
+    (zones vs watermarks, the OOM context, the largest processes; kdnb.ui.sections_system)."""
     df, note = _frame(dump, "memory counters", "meminfo")
     if df is None:
         return heading("memory") + note
     return (heading("memory") + figure_html(memory_breakdown(df), "memory breakdown")
-            + table_html(df, interactive=False))
+            + table_html(df, interactive=False) + system_state(dump))
 
 
 def modules(dump: Any) -> str:
