@@ -143,3 +143,12 @@ def test_report_system_state(where) -> None:
     assert "OOM context" not in text  # no oom-killer report in these logs
     top = quiet(lambda: d.tasks).query("pid == tgid and not is_kthread").nlargest(1, "rss_pages")
     assert f">{int(top['rss_pages'].iloc[0])}<" in text
+
+
+def test_viewer_summary_shows_the_system_state() -> None:
+    pytest.importorskip("ipywidgets")
+    from kdnb.ui.viewer import DumpViewer
+
+    d = dump_of(resolve(folders()[0].values[0]))
+    summary = quiet(lambda: DumpViewer(d, progress=False)).summary.value
+    assert "Zones: free pages and watermarks" in summary and "Largest processes" in summary

@@ -20,6 +20,7 @@ from .format import display_frame
 from .render import html_of
 from .tables import TABLE_CSS, datatable_options, table_html
 from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
+from .sections_system import system_state
 
 TASK_TABLE_COLUMNS = ("pid", "comm", "state", "cpu", "is_current", "is_kthread", "prio", "policy",
                       "last_run", "utime", "stime", "rss_pages", "ppid", "tgid", "address")
@@ -356,6 +357,7 @@ class DumpViewer:
             parts.append(figure_html(memory_breakdown(meminfo), "memory breakdown"))
         else:
             parts.append(note_html("memory breakdown", why or "?"))
+        parts.append(TABLE_CSS + system_state(self.dump))  # zones, the OOM context, top RSS
         return "".join(parts)
 
     def _ipython_display_(self) -> None:
