@@ -37,7 +37,8 @@ SAMPLES = sorted(p for p in DATA.glob("*/vmcore.*"))
 TITLE_START = {"oops": "BUG: kernel NULL pointer dereference in ", "mod_oops":
                "BUG: kernel NULL pointer dereference in ", "hung": "INFO: task hung in ",
                "hung_task": "INFO: task hung in ", "sysrq": "sysrq triggered crash",
-               "mod_panic": "kernel panic: ", "mod_softlockup": "BUG: soft lockup in "}
+               "mod_panic": "kernel panic: ", "mod_softlockup": "BUG: soft lockup in ",
+               "io-hang": "INFO: task hung on block I/O in "}
 
 
 def _gt(dump: Path) -> dict:
