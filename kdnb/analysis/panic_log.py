@@ -45,6 +45,10 @@ PANIC_REASONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Fatal exception"), "oops-followup"),
     (re.compile(r"Oops"), "oops-followup"),
 ]
+# One pass over a line says whether any headline (or the panic line) can start there; the
+# per-pattern loop runs only for those lines (group names dropped: they repeat across patterns).
+ANY_HEADLINE = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[a-z]+>', '(', p.pattern)})"
+                                   for p in [PANIC, *(h for h, _ in HEADLINES)]))
 CPU_LINE = re.compile(r"^CPU: (?P<cpu>\d+) (UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>\S+)"
                       r"(?P<rest>.*)$")
 TAINT = re.compile(r"Tainted: (?P<letters>[A-Z ]+?) +\d+\.\d+")
@@ -118,12 +122,13 @@ def parse_panic_log(log: pd.DataFrame) -> PanicLog:
     current: Report | None = None
     for seq, t, text in zip(seqs, times, texts):
         first = text.split("\n", 1)[0]
-        m = PANIC.match(first)
         started = None
+        hit = ANY_HEADLINE.search(first) is not None
+        m = PANIC.match(first) if hit else None
         if m:
             started = Report("panic", seq, t, first, {"msg": m.group("msg")})
             panic = started
-        else:
+        elif hit:
             for pattern, category in HEADLINES:
                 hm = pattern.search(first)
                 if hm:

@@ -94,9 +94,9 @@ def _read(read: Reader, addr: int, size: int, what: str) -> bytes:
     return data
 
 
-def _column(buf: bytes, offset: int, stride: int, count: int) -> np.ndarray:
-    """The u64 field at `offset` of each of `count` records of `stride` bytes (any alignment)."""
-    return np.ndarray((count,), dtype="<u8", buffer=buf, offset=offset, strides=(stride,))
+def _column(buf: bytes, offset: int, stride: int, count: int, dtype: str = "<u8") -> np.ndarray:
+    """The field at `offset` of each of `count` records of `stride` bytes (any alignment)."""
+    return np.ndarray((count,), dtype=dtype, buffer=buf, offset=offset, strides=(stride,))
 
 
 def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[pd.DataFrame, list[str]]:
@@ -129,32 +129,39 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
     ids = _live_ids(head_id, tail_id, count)
     idx = ids & np.uint64(count - 1)
     state_var = _column(descs, off.state_var, off.desc_size, count)[idx]
-    begin = _column(descs, off.lpos_begin, off.desc_size, count)[idx]
-    nxt = _column(descs, off.lpos_next, off.desc_size, count)[idx]
     state = state_var >> np.uint64(DESC_STATE_SHIFT)
     live = ((state == DESC_COMMITTED) | (state == DESC_FINALIZED)) & \
         ((state_var & np.uint64(DESC_ID_MASK)) == (ids & np.uint64(DESC_ID_MASK)))
-    rows = []
-    for i in np.flatnonzero(live).tolist():
-        base = int(idx[i]) * off.info_size
-        (seq,) = struct.unpack_from("<Q", infos, base + off.seq)
-        (ts,) = struct.unpack_from("<Q", infos, base + off.ts)
-        text_len, facility, flags_level = struct.unpack_from("<HBB", infos, base + off.text_len)
-        (caller,) = struct.unpack_from("<I", infos, base + off.caller)
-        subsystem = _cstr(infos[base + off.subsystem: base + off.subsystem + off.subsystem_len])
-        device = _cstr(infos[base + off.device: base + off.device + off.device_len])
-        text = _text(data, int(begin[i]), int(nxt[i]), data_size, text_len)
-        if text is None:
-            problems.append(f"record seq {seq}: text block lpos {int(begin[i]):#x}-"
-                            f"{int(nxt[i]):#x} is invalid")
-            text = ""
-        rows.append((seq, ts, flags_level >> 5, facility, caller, text, subsystem, device))
-    frame = _frame(rows, problems)
+    at = idx[live]  # ring slots of the live records, oldest first
+    begin = _column(descs, off.lpos_begin, off.desc_size, count)[at]
+    nxt = _column(descs, off.lpos_next, off.desc_size, count)[at]
+    infos_at = _InfoColumns(infos, off, count, at)
+    texts, bad = _texts(data, begin, nxt, data_size, infos_at.text_len)
+    problems = [f"record seq {int(infos_at.seq[i])}: text block lpos {int(begin[i]):#x}-"
+                f"{int(nxt[i]):#x} is invalid" for i in bad]
+    frame = _frame(infos_at, texts, problems)
     nul = int(frame["text"].str.fullmatch("\0+").sum()) if len(frame) else 0
     if nul:
         problems.append(f"{nul} of {len(frame)} records have text of NUL bytes only "
                         "(the text ring read is not the kernel's)")
     return frame, problems
+
+
+class _InfoColumns:
+    """The printk_info fields of the records in ring slots `at`, one numpy column each."""
+
+    def __init__(self, infos: bytes, off: _Layout, count: int, at: np.ndarray) -> None:
+        def col(offset: int, dtype: str) -> np.ndarray:
+            return _column(infos, offset, off.info_size, count, dtype)[at]
+
+        self.seq = col(off.seq, "<u8")
+        self.ts = col(off.ts, "<u8")
+        self.text_len = col(off.text_len, "<u2")
+        self.facility = col(off.text_len + 2, "u1")
+        self.level = col(off.text_len + 3, "u1") >> np.uint8(5)
+        self.caller = col(off.caller, "<u4")
+        self.subsystem = col(off.subsystem, f"S{off.subsystem_len}")
+        self.device = col(off.device, f"S{off.device_len}")
 
 
 def _live_ids(head_id: int, tail_id: int, count: int) -> np.ndarray:
@@ -167,60 +174,91 @@ def _live_ids(head_id: int, tail_id: int, count: int) -> np.ndarray:
     return ids
 
 
+def _texts(data: bytes, begin: np.ndarray, nxt: np.ndarray, size: int,
+           text_len: np.ndarray) -> tuple[list[str], list[int]]:
+    """`_text` of every record, the block arithmetic done on whole columns (u64 never
+    overflows here: begin // size + 1 stands for (begin + size) // size); returns the texts
+    ("" for an invalid block) and the positions of the invalid ones."""
+    usize = np.uint64(size)
+    dataless = ((begin | nxt) & np.uint64(1)).astype(bool) | (begin == nxt)
+    wraps_n = nxt // usize
+    same = begin // usize == wraps_n
+    wrapped = ~same & (begin // usize + np.uint64(1) == wraps_n)
+    length = np.where(same, nxt - begin, nxt % usize)
+    invalid = ~dataless & (~(same | wrapped) | (same & (nxt < begin)) | (length < np.uint64(8)))
+    first = np.where(same, begin % usize, np.uint64(0)) + np.uint64(8)
+    last = first + np.minimum(text_len.astype(np.uint64), length - np.uint64(8))
+    texts: list[str] = []
+    bad: list[int] = []
+    for i, (dl, inv, a, b) in enumerate(zip(dataless.tolist(), invalid.tolist(), first.tolist(),
+                                            last.tolist())):
+        if dl:
+            texts.append("")
+        elif inv:
+            bad.append(i)
+            texts.append("")
+        else:
+            texts.append(data[a:b].decode("utf-8", "replace"))
+    return texts, bad
+
+
 def _text(data: bytes, begin: int, nxt: int, size: int, text_len: int) -> str | None:
-    """The text of one record from its logical block positions (handles wrapped blocks)."""
-    if begin & 1 or nxt & 1:  # data-less record (empty line or lost text)
-        return ""
-    if begin == nxt:
-        return ""
-    wraps = begin // size
-    if wraps == nxt // size:
-        start, length = begin % size, nxt - begin
-    elif (begin + size) // size == nxt // size:  # the block wrapped to the start of the ring
-        start, length = 0, nxt % size
-    else:
-        return None
-    length -= 8  # the block starts with the descriptor id
-    if length < 0:
-        return None
-    raw = data[start + 8: start + 8 + min(text_len, length)]
-    return raw.decode("utf-8", "replace")
+    """The text of one record from its logical block positions (None for an invalid block)."""
+    texts, bad = _texts(data, np.array([begin], dtype=np.uint64), np.array([nxt], dtype=np.uint64),
+                        size, np.array([text_len], dtype=np.uint16))
+    return None if bad else texts[0]
+
+
+def _strings(raw: np.ndarray) -> list[str]:
+    """`_cstr` of each fixed-size field, decoded once per distinct value."""
+    values, inverse = np.unique(raw, return_inverse=True)
+    decoded = np.array([_cstr(bytes(v)) for v in values.tolist()], dtype=object)
+    return decoded[inverse.reshape(-1)].tolist()
 
 
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _frame(rows: list[tuple], problems: list[str]) -> pd.DataFrame:
-    kept = [r for r in rows if r[0] < 1 << 63]  # seq is the key: a record without one is dropped
-    if len(kept) < len(rows):
-        problems.append(f"{len(rows) - len(kept)} record(s) with a seq past 2^63 dropped")
-    rows = sorted(kept, key=lambda r: r[0])
-    seq, ts, level, facility, caller, text, subsystem, device = (list(c) for c in zip(*rows)) \
-        if rows else ([],) * 8
-    ts = _fit(ts, 1 << 63, "ts_nsec", problems)
-    facility = _fit(facility, 1 << 7, "facility", problems)
+def _frame(info: _InfoColumns, texts: list[str], problems: list[str]) -> pd.DataFrame:
+    keep = info.seq < np.uint64(1 << 63)  # seq is the key: a record without one is dropped
+    if not keep.all():
+        problems.append(f"{int((~keep).sum())} record(s) with a seq past 2^63 dropped")
+    kept = np.flatnonzero(keep)
+    order = kept[np.argsort(info.seq[kept], kind="stable")]
+    text = [texts[i] for i in order.tolist()]
+    seq, ts, facility = info.seq[order], info.ts[order], info.facility[order]
+    level = info.level[order]
     return pd.DataFrame({
-        "seq": pd.array(seq, dtype="Int64"),
-        "time": pd.to_timedelta(pd.array(ts, dtype="Int64"), unit="ns"),
-        "level": pd.array(level, dtype="Int8"),
-        "level_name": pd.Categorical([LEVEL_NAMES[lv] for lv in level], categories=LEVEL_NAMES,
-                                     ordered=True),
-        "facility": pd.array(facility, dtype="Int8"),
-        "caller": pd.array([_caller(c) for c in caller], dtype="string"),
+        "seq": pd.array(seq.astype(np.int64), dtype="Int64"),
+        "time": pd.to_timedelta(_fit(ts, 1 << 63, "ts_nsec", problems), unit="ns"),
+        "level": pd.array(level.astype(np.int8), dtype="Int8"),
+        "level_name": pd.Categorical.from_codes(level.astype(np.int8), categories=LEVEL_NAMES,
+                                                ordered=True),
+        "facility": _fit(facility, 1 << 7, "facility", problems, "Int8"),
+        "caller": pd.array(_callers(info.caller[order]), dtype="string"),
         "text": pd.array(text, dtype="string"),
-        "subsystem": pd.array(subsystem, dtype="string"),
-        "device": pd.array(device, dtype="string"),
+        "subsystem": pd.array(_strings(info.subsystem[order]), dtype="string"),
+        "device": pd.array(_strings(info.device[order]), dtype="string"),
     })
 
 
-def _fit(values: list[int], limit: int, name: str, problems: list[str]) -> list[int | None]:
+def _fit(values: np.ndarray, limit: int, name: str, problems: list[str],
+         dtype: str = "Int64") -> pd.api.extensions.ExtensionArray:
     """Values below `limit` (the column's dtype), the others NA and counted as a problem."""
-    bad = sum(v >= limit for v in values)
-    if not bad:
-        return values
-    problems.append(f"{bad} record(s) have a {name} too large for its column (shown as NA)")
-    return [v if v < limit else None for v in values]
+    over = values >= np.uint64(limit) if values.dtype == np.uint64 else values >= limit
+    bad = int(over.sum())
+    if bad:
+        problems.append(f"{bad} record(s) have a {name} too large for its column (shown as NA)")
+    numpy_dtype = np.int64 if dtype == "Int64" else np.int8
+    return pd.arrays.IntegerArray(np.where(over, 0, values).astype(numpy_dtype), over)
+
+
+def _callers(caller_ids: np.ndarray) -> list[str]:
+    """`_caller` of each id, formatted once per distinct id."""
+    values, inverse = np.unique(caller_ids, return_inverse=True)
+    names = np.array([_caller(c) for c in values.tolist()], dtype=object)
+    return names[inverse.reshape(-1)].tolist()
 
 
 def _caller(caller_id: int) -> str:

@@ -1,0 +1,113 @@
+"""The fast paths made for production-size dumps give what the plain paths gave, on every bundled
+sample (and the corpus, when present)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import kdnb
+from kdnb.analysis.panic_log import ANY_HEADLINE, HEADLINES, PANIC
+from kdnb.samples import samples
+from tests.conftest import CORPUS
+
+DUMPS = [*(str(p) for p in samples()["path"]), *sorted(str(p) for p in CORPUS.glob("*/vmcore.kdump-zlib"))]
+
+HEADLINE_EXAMPLES = [
+    "Kernel panic - not syncing: sysrq triggered crash",
+    "BUG: kernel NULL pointer dereference, address: 0000000000000000",
+    "BUG: unable to handle kernel NULL pointer dereference at 0000000000000008",
+    "BUG: unable to handle page fault for address: ffffffffc0a01000",
+    "Oops: general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP",
+    "kernel BUG at drivers/kdnb/kdnb_crash.c:42!",
+    "WARNING: CPU: 1 PID: 520 at kdnb_crash.c:50 kdnb_write+0x10/0x20 [kdnb_crash]",
+    "watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [kdnb_softlockup:511]",
+    "NMI watchdog: Watchdog detected hard LOCKUP on cpu 3",
+    "rcu: INFO: rcu_preempt self-detected stall on CPU",
+    "INFO: rcu_sched detected stalls on CPUs/tasks:",
+    "INFO: task kdnb_hung:512 blocked for more than 5 seconds.",
+    "kdnb_hog invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE), order=0",
+    "sysrq: Trigger a crash",
+    "mce: [Hardware Error]: Machine check events logged",
+]
+
+
+def _plain(first: str) -> bool:
+    return PANIC.match(first) is not None or any(p.search(first) for p, _ in HEADLINES)
+
+
+def test_headline_prefilter_examples() -> None:
+    for line in HEADLINE_EXAMPLES:
+        assert ANY_HEADLINE.search(line) is not None and _plain(line), line
+        assert ANY_HEADLINE.search("x" + line[1:]) is not None or not _plain("x" + line[1:])
+    for line in ("random line", "Kernel panic", "INFO: task list", "BUG: something else"):
+        assert (ANY_HEADLINE.search(line) is not None) == _plain(line), line
+
+
+@pytest.mark.parametrize("path", DUMPS, ids=lambda p: p.split("/")[-2])
+def test_headline_prefilter_on_every_log_line(path: str) -> None:
+    """The one-regex prefilter accepts exactly the lines some headline pattern accepts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with kdnb.open(path) as d:
+            texts = [str(t).split("\n", 1)[0] for t in d.log["text"]]
+    assert texts
+    assert [ANY_HEADLINE.search(t) is not None for t in texts] == [_plain(t) for t in texts]
+    assert any(_plain(t) for t in texts)  # every sample has a crash report
+
+
+def _records_one_by_one(d: kdnb.Dump) -> list[tuple]:
+    """The log's records decoded one struct.unpack at a time (the per-record path read_log had
+    before its columns), sorted by seq: (seq, ts, level, facility, caller, text, subsystem, device)."""
+    import struct
+
+    from kdnb.views import log as L
+
+    k, off = d.kernel, L._Layout(d.vmcoreinfo)
+    (prb,) = struct.unpack("<Q", k.read(off.prb, 8))
+    ring = k.read(prb, off.rb_size)
+    u32 = lambda o: struct.unpack_from("<I", ring, o)[0]  # noqa: E731
+    u64 = lambda o: struct.unpack_from("<Q", ring, o)[0]  # noqa: E731
+    count, size = 1 << u32(off.count_bits), 1 << u32(off.size_bits)
+    descs = k.read(u64(off.descs), count * off.desc_size)
+    infos = k.read(u64(off.infos), count * off.info_size)
+    data = k.read(u64(off.data), size)
+    out = []
+    for rid in L._live_ids(u64(off.head_id), u64(off.tail_id), count).tolist():
+        db = (rid & (count - 1)) * off.desc_size
+        (sv,) = struct.unpack_from("<Q", descs, db + off.state_var)
+        if sv >> 62 not in (1, 2) or sv & L.DESC_ID_MASK != rid & L.DESC_ID_MASK:
+            continue
+        (begin,) = struct.unpack_from("<Q", descs, db + off.lpos_begin)
+        (nxt,) = struct.unpack_from("<Q", descs, db + off.lpos_next)
+        ib = (rid & (count - 1)) * off.info_size
+        seq, ts = (struct.unpack_from("<Q", infos, ib + o)[0] for o in (off.seq, off.ts))
+        text_len, facility, fl = struct.unpack_from("<HBB", infos, ib + off.text_len)
+        (caller,) = struct.unpack_from("<I", infos, ib + off.caller)
+        text = ""
+        if not (begin & 1 or nxt & 1 or begin == nxt):
+            if begin // size == nxt // size:
+                start, length = begin % size, nxt - begin
+            else:
+                assert (begin + size) // size == nxt // size
+                start, length = 0, nxt % size
+            text = data[start + 8:start + 8 + min(text_len, length - 8)].decode("utf-8", "replace")
+        sub = L._cstr(infos[ib + off.subsystem:ib + off.subsystem + off.subsystem_len])
+        dev = L._cstr(infos[ib + off.device:ib + off.device + off.device_len])
+        out.append((seq, ts, fl >> 5, facility, L._caller(caller), text, sub, dev))
+    return sorted(out, key=lambda r: r[0])
+
+
+@pytest.mark.parametrize("path", DUMPS, ids=lambda p: p.split("/")[-2])
+def test_log_columns_equal_the_per_record_decoding(path: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with kdnb.open(path) as d:
+            log = d.log
+            want = _records_one_by_one(d)
+    got = list(zip(log["seq"].tolist(), [t.value for t in log["time"]], log["level"].tolist(),
+                   log["facility"].tolist(), log["caller"].tolist(), log["text"].tolist(),
+                   log["subsystem"].tolist(), log["device"].tolist()))
+    assert len(got) == len(want) > 300
+    assert got == want
