@@ -50,6 +50,7 @@ def test_reads_on_every_dump(where) -> None:
     assert (io["age"].dropna() >= 0).all()
     uptime = _quiet(lambda: d.sys_info)["uptime"].total_seconds()
     assert (io["age"].dropna() <= uptime + 1).all()
+    assert all(m >= 0xFFFF800000000000 for m in io["mapping"].dropna())
     by = inflight_by_disk(d.block, io)
     assert list(by["name"]) == list(d.block.loc[d.block["partno"] == 0, "name"])
     assert int(by["total"].sum()) == len(io)
@@ -163,7 +164,7 @@ def check_io_hang(folder: Path) -> None:
         assert (rc.culprit.pid, rc.culprit.comm) == (blocked["pid"], blocked["comm"])
         root = rc.chain[0]["what"]
         assert root.startswith(f"{truth['disk']}: a {truth['op']} of {truth['bytes_per_write']} bytes")
-        assert f"{blocked['comm']} (pid {blocked['pid']})" in root
+        assert f"{blocked['comm']} (pid {blocked['pid']}) waits for it" in root  # its page, or its bio
         assert (rc.evidence["kind"] == "io").any()
 
 

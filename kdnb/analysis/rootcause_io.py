@@ -3,8 +3,10 @@
 The task's stack says it waits for block I/O (io_schedule under folio_wait_writeback,
 submit_bio_wait, blk_mq_get_tag, rq_qos_wait, ...); d.inflight_io says which disk has requests
 in flight and for how long. The disk is the one whose request names the task (its first bio's
-bi_private), else the one the task has open (a block device in d.files), else the only disk
-with requests in flight. The answer names the disk and its oldest request.
+bi_private), else the one whose request carries a page of a file the task has open (the
+request's page->mapping is the file's f_mapping: the writeback the task waits for), else the one
+the task has open (a block device in d.files), else the only disk with requests in flight.
+The answer names the disk and the task's request (else the disk's oldest) with its age.
 """
 
 from __future__ import annotations
@@ -63,11 +65,12 @@ def explain_io(an: Analysis, plog: "PanicLog", blocked: Culprit) -> "WaitCause |
     mine = io[io["pid"] == pid]
     if where is None and not len(mine):
         return None
-    disk, how = _disk(an, io, mine, pid)
+    disk, how, path, mapping = _disk(an, io, mine, pid)
     if disk is None:
         return None
     on_disk = io[io["disk"] == disk].sort_values("age", ascending=False, na_position="last")
-    rq = (mine if len(mine) else on_disk).iloc[0].to_dict()
+    named = mine if len(mine) else on_disk[on_disk["mapping"] == mapping] if how == "page" else on_disk
+    rq = named.iloc[0].to_dict()
     for r in on_disk.head(MAX_ROWS).to_dict("records"):
         an.add("io", f"{disk}: {_request(r)} (tag {r['tag']}, hw queue {_na(r['hw_queue'])}, state "
                f"{r['state']}, {_na(r['bios'])} bio(s), request {int(r['request']):#x})",
@@ -80,13 +83,17 @@ def explain_io(an: Analysis, plog: "PanicLog", blocked: Culprit) -> "WaitCause |
     where_text = f" in {where}" if where else ""
     more = f" ({len(on_disk)} requests in flight there)" if len(on_disk) > 1 else ""
     link = {"owner": f"{waiter} waits for it{where_text}",
-            "open": f"{waiter}, which has /dev/{disk} open, waits{where_text}",
+            "page": f"{waiter} waits for it{where_text} (it writes back a page of {path}, which "
+                    f"{blocked.comm} has open)" if rq["op"] == "WRITE" else
+                    f"{waiter} waits for it{where_text} (it carries a page of {path}, which "
+                    f"{blocked.comm} has open)",
+            "open": f"{waiter}, which has {path} open, waits{where_text}",
             "only": f"{waiter} waits{where_text} ({disk} is the only disk with requests in flight)"}[how]
     root = f"{disk}: {_request(rq)}{more}; {link}"
     c = Culprit(pid=pid, comm=blocked.comm, cpu=blocked.cpu, function=where or blocked.function)
     an.add("task", f"{waiter} sleeps (state D){where_text} for block I/O on {disk}",
            "the blocked task and the disk it waits on", pid=pid)
-    confidence = {"owner": 0.9, "open": 0.8, "only": 0.6}[how]
+    confidence = {"owner": 0.9, "page": 0.9, "open": 0.8, "only": 0.6}[how]
     chain = [{"role": "root", "what": root},
              {"role": "effect", "what": f"{waiter} sleeps in D state{where_text} until {disk} "
                                         "completes the request"}]
@@ -94,22 +101,34 @@ def explain_io(an: Analysis, plog: "PanicLog", blocked: Culprit) -> "WaitCause |
                      f"the task waits for block I/O that {disk} never completed")
 
 
-def _disk(an: Analysis, io: pd.DataFrame, mine: pd.DataFrame, pid: int) -> tuple[str | None, str]:
-    """The disk the task waits on and how it is linked to it: "owner" (a request names the
-    task), "open" (the task has the disk open), "only" (the only disk with requests in flight)."""
+def _disk(an: Analysis, io: pd.DataFrame, mine: pd.DataFrame,
+          pid: int) -> tuple[str | None, str, str, int | None]:
+    """The disk the task waits on, how it is linked to it, the file and its address_space:
+    "owner" (a request's bio names the task), "page" (a request carries a page of a file the
+    task has open), "open" (the task has the disk open), "only" (the only busy disk)."""
     if len(mine):
-        return str(mine.iloc[0]["disk"]), "owner"
+        return str(mine.iloc[0]["disk"]), "owner", "", None
     busy = list(dict.fromkeys(str(d) for d in io["disk"]))
     files = an.get(f"open files of pid {pid}", lambda: an.dump.files(pid))
     if files is not None and len(files):
+        k = an.dump.kernel
+        off = k.type("struct file").offsetof("f_mapping")
+        mappings = {}
+        for path, file in zip(files["path"], files["file"]):
+            m = an.get(f"f_mapping of {int(file):#x}", lambda f=int(file): k.read_u64(f + off))
+            if m:
+                mappings.setdefault(m, str(path))
+        for disk, mapping in zip(io["disk"], io["mapping"]):
+            if pd.notna(mapping) and int(mapping) in mappings:
+                return str(disk), "page", mappings[int(mapping)], int(mapping)
         opened = {str(p).rsplit("/", 1)[-1] for p, t in zip(files["path"], files["type"])
                   if str(t) == "block" and pd.notna(p)}
         hit = [d for d in busy if d in opened]
         if hit:
-            return hit[0], "open"
+            return hit[0], "open", f"/dev/{hit[0]}", None
     if len(busy) == 1:
-        return busy[0], "only"
-    return None, ""
+        return busy[0], "only", "", None
+    return None, "", "", None
 
 
 def _request(r: dict) -> str:

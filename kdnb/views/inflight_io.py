@@ -11,7 +11,8 @@ again in 7.x. Ages are CLOCK_MONOTONIC at the crash (the timekeeper) minus the r
 `start_time_ns` (allocation) and `io_start_time_ns` (issue to the driver, 0 unless the queue
 keeps I/O statistics that need it). The kernel keeps no owner in a request; the first bio's
 `bi_private` names one when it is the waiting task (direct I/O sets it to `current`) or a
-completion on a task's kernel stack (submit_bio_wait()).
+completion on a task's kernel stack (submit_bio_wait()). `mapping` is the address_space of the
+first bio's first page (page cache writeback and reads: the file or block device it belongs to).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 from ..errors import KdnbError
 from ..kernel.unwind import THREAD_SIZE
 from .common import Gaps, enum_values, fitting, read_or_none
+from .whatis import compound_head
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -34,7 +36,8 @@ MAX_HW_QUEUES = 4096  # nr_hw_queues is capped at nr_cpu_ids (plus poll/read map
 MAX_BIOS = 1 << 16  # bios merged into one request (max_segments is far below)
 KERNEL_MIN = 0xFFFF800000000000  # lowest x86_64 kernel address (5-level paging)
 COLUMNS = ["disk", "hw_queue", "tag", "op", "flags", "sector", "bytes", "state", "start_ns",
-           "age", "io_start_ns", "io_age", "bios", "pid", "comm", "request", "queue", "task"]
+           "age", "io_start_ns", "io_age", "bios", "pid", "comm", "request", "queue", "task",
+           "mapping"]
 
 
 def inflight_io_frame(dump: "Dump") -> pd.DataFrame:
@@ -42,7 +45,8 @@ def inflight_io_frame(dump: "Dump") -> pd.DataFrame:
     FLUSH, ...), flags (SYNC|FUA|...), sector, bytes, state (IN_FLIGHT, COMPLETE), start_ns
     (start_time_ns, CLOCK_MONOTONIC), age (seconds from start_ns to the crash, Float64),
     io_start_ns / io_age (issued to the driver; NA when the kernel did not stamp it), bios,
-    pid / comm / task (the waiting task when the first bio names it), request, queue."""
+    pid / comm / task (the waiting task when the first bio names it), request, queue,
+    mapping (the address_space of the first page, NA for anonymous or no data pages)."""
     k = dump.kernel
     gaps = Gaps()
     blk = dump.block
@@ -75,7 +79,8 @@ def inflight_io_frame(dump: "Dump") -> pd.DataFrame:
         "bios": fitting([r["bios"] for r in rows], "Int32", "bios", gaps),
         "pid": fitting([r.get("pid") for r in rows], "Int32", "pid", gaps),
         "comm": pd.array([r.get("comm") for r in rows], dtype="string"),
-        **{c: fitting([r.get(c) for r in rows], "UInt64", c, gaps) for c in ("request", "queue", "task")},
+        **{c: fitting([r.get(c) for r in rows], "UInt64", c, gaps)
+           for c in ("request", "queue", "task", "mapping")},
     }, columns=COLUMNS)
     return gaps.attach(df, "inflight_io")
 
@@ -94,7 +99,9 @@ class _Walk:
             "q", "mq_hctx", "cmd_flags", "tag", "__data_len", "__sector", "bio", "start_time_ns",
             "io_start_time_ns", "state"])
         self.hctx = k.layout(k.type("struct blk_mq_hw_ctx"), ["queue_num"])
-        self.bio = k.layout(k.type("struct bio"), ["bi_next", "bi_private"])
+        self.bio = k.layout(k.type("struct bio"), ["bi_next", "bi_private", "bi_io_vec"])
+        self.bv_page = k.type("struct bio_vec").offsetof("bv_page")
+        self.page_mapping = k.type("struct page").offsetof("mapping")
         # 5.19 "block: introduce a proper typedef for blk_opf_t" renamed enum req_opf to req_op
         ops = _enum(k, ("enum req_op", "enum req_opf"))
         self.ops = {v: n.removeprefix("REQ_OP_") for n, v in ops.items() if n != "REQ_OP_LAST"}
@@ -165,29 +172,47 @@ class _Walk:
         if _kernel_pointer(hctx):
             data = read_or_none(self.k, hctx, self.hctx.size, self.gaps, "blk_mq_hw_ctx")
             hw_queue = self.hctx.unpack(data)[0] if data is not None else None
-        bios, private = self._bios(bio)
+        bios, private, vec = self._bios(bio)
         op = opf & self.op_mask
         return {"disk": disks[q], "hw_queue": hw_queue, "tag": tag, "op": self.ops.get(op, str(op)),
                 "flags": "|".join(n for bit, n in self.flags if opf >> bit & 1),
                 "sector": sector, "bytes": length, "state": self.states.get(state, str(state)),
                 "start_ns": start or None, "io_start_ns": io_start or None, "bios": bios,
-                "request": rq, "queue": q, "_private": private}
+                "request": rq, "queue": q, "mapping": self._mapping(vec), "_private": private}
 
-    def _bios(self, bio: int) -> tuple[int | None, int]:
-        """Length of the request's bio chain (bi_next; None when cut short), first bi_private."""
-        count, private, seen = 0, 0, set()
+    def _bios(self, bio: int) -> tuple[int | None, int, int]:
+        """Length of the request's bio chain (bi_next; None when cut short), the first
+        bi_private and bi_io_vec."""
+        count, private, vec, seen = 0, 0, 0, set()
         while bio:
             if not _kernel_pointer(bio) or bio in seen or count >= MAX_BIOS:
                 self.gaps.note(f"bio chain broken at {bio:#x} after {count} bios", bio)
-                return None, private
+                return None, private, vec
             raw = read_or_none(self.k, bio, self.bio.size, self.gaps, "bio")
             if raw is None:
-                return None, private
+                return None, private, vec
             seen.add(bio)
-            nxt, priv = self.bio.unpack(raw)
-            private = private or priv
+            nxt, priv, iovec = self.bio.unpack(raw)
+            private, vec = (priv, iovec) if not count else (private, vec)
             count, bio = count + 1, nxt
-        return count, private
+        return count, private, vec
+
+    def _mapping(self, vec: int) -> int | None:
+        """page->mapping of the head page of a bio_vec's page; None for anonymous pages (low
+        bits set) or what cannot be read."""
+        if not _kernel_pointer(vec):
+            return None
+        try:
+            page = self.k.read_u64(vec + self.bv_page)
+            if not _kernel_pointer(page):
+                return None
+            head = self.k.read_u64(page + 8)  # compound_head: bit 0 marks a tail page
+            if head & 1:
+                page = compound_head(page, head)
+            mapping = self.k.read_u64(page + self.page_mapping)
+        except KdnbError:
+            return None
+        return mapping if _kernel_pointer(mapping) and not mapping & 3 else None
 
 
 def _enum(k: "Kernel", names: tuple[str, ...]) -> dict[str, int]:
