@@ -132,6 +132,55 @@ def test_bio_cycle_is_cut() -> None:
     assert "bio chain broken" in io.attrs["kdnb"]["incomplete"]["reason"]
 
 
+def _revived(owner) -> callable:
+    """A patch making a freed request IN_FLIGHT again with a one-bio chain whose bi_private is
+    ``owner(dump)`` (the bio is the request's own biotail field onwards, bi_next NULL)."""
+    def make(d: kdnb.Dump) -> dict[int, bytes]:
+        rq = next(r for _t, _tag, r in _stale(d))
+        t, b = d.type("struct request"), d.type("struct bio")
+        fake = rq + t.offsetof("biotail")
+        return {rq + t.offsetof("state"): struct.pack("<I", 1), rq + t.offsetof("bio"): struct.pack("<Q", fake),
+                fake: struct.pack("<Q", 0), fake + b.offsetof("bi_private"): struct.pack("<Q", owner(d))}
+    return make
+
+
+def _task(d: kdnb.Dump, comm: str) -> tuple[int, int]:
+    row = d.tasks[d.tasks["comm"] == comm].iloc[0]
+    return int(row["pid"]), int(row["address"])
+
+
+@pytest.mark.parametrize("how", ["task", "stack"])
+def test_owner_from_bi_private(how: str) -> None:
+    """bi_private = the task (direct I/O's `current`) or an address on its kernel stack (an
+    on-stack completion, submit_bio_wait()) names the task."""
+    def owner(d: kdnb.Dump) -> int:
+        _pid, task = _task(d, "kdnb_sleeper")
+        if how == "task":
+            return task
+        return d.kernel.read_u64(task + d.type("struct task_struct").offsetof("stack")) + 0x3f28
+    d = patched_dump(DATA / "k6.12-hung" / "vmcore.kdump-zlib", _revived(owner))
+    with kdnb.open(DATA / "k6.12-hung" / "vmcore.kdump-zlib") as clean:
+        pid, task = _task(clean, "kdnb_sleeper")
+    io = _quiet(lambda: d.inflight_io)
+    assert len(io) == 1 and io["bios"].iloc[0] == 1
+    assert (io["pid"].iloc[0], io["comm"].iloc[0], io["task"].iloc[0]) == (pid, "kdnb_sleeper", task)
+
+
+def test_dev_d(capsys) -> None:
+    from kdnb.cli import main
+
+    folder = IO_SAMPLES[0] if IO_SAMPLES else DATA / "k6.12-hung"
+    assert main(["dev", "-d", str(sorted(folder.glob("vmcore.*"))[0])]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.split("\n\n")[0].splitlines()
+    assert header.split() == ["name", "major", "disk", "queue", "total", "reads", "writes", "other", "oldest"]
+    if IO_SAMPLES:
+        disk = ground_truth(folder)["io_hang"]["disk"]
+        (row,) = [r.split() for r in rows if r.split()[0] == disk]
+        assert row[4:7] == ["1", "0", "1"] and float(row[8]) >= 5
+        assert "IN_FLIGHT" in out.split("\n\n")[1] and "WRITE" in out
+
+
 def test_io_wait_function() -> None:
     writeback = ["__schedule", "schedule", "io_schedule", "folio_wait_bit_common",
                  "folio_wait_writeback", "__filemap_fdatawait_range", "file_write_and_wait_range",
