@@ -82,6 +82,22 @@ ui.table(core.images)
 ui.result(core.root_cause(), "root cause")
 
 # %% [markdown]
+# ## The same crash as a minidump
+# Crash reporters (Crashpad, Breakpad) write minidumps instead of cores: the threads' registers
+# and stacks, the signal and the images' build ids, not the whole memory. `kdnb.open` reads them
+# into the same tables; this one was written by Crashpad's own handler for the same crash.
+
+# %%
+from kdnb.samples import sample_minidump
+
+md = kdnb.open(sample_minidump("threads"))
+print(md.signal)
+ui.table(md.backtrace())
+
+# %%
+ui.result(md.root_cause(), "root cause (minidump)")
+
+# %% [markdown]
 # ## "Segmentation fault", but no core dumped
 # The same checks a person would run by hand, each with its fix: RLIMIT_CORE, core_pattern and its
 # handler, suid_dumpable, coredump_filter, the target directory, the kernel's own messages.
