@@ -8,6 +8,7 @@ two real oom-killer reports (tests/fixtures/oom: the dmesg of the lab's oom scen
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import warnings
 from pathlib import Path
@@ -23,6 +24,111 @@ from tests.test_system import SAMPLES, dump_of, folders, quiet, resolve
 FIXTURES = Path(__file__).parent / "fixtures" / "oom"
 
 
+TCP_STATE = {1: "ESTABLISHED", 7: "CLOSE", 10: "LISTEN"}
+
+
+def _proc_net_inet(text: str, v6: bool) -> dict[int, dict]:
+    """/proc/net/{tcp,udp}[6] rows by inode: local, remote (addr, port), state, tx, rx."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        def addr(x: str) -> tuple[str, int]:
+            a, p = x.split(":")
+            raw = bytes.fromhex(a)
+            if v6:  # four host-order 32-bit words
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                return str(ipaddress.IPv6Address(raw)), int(p, 16)
+            return str(ipaddress.IPv4Address(raw[::-1])), int(p, 16)
+        tx, rx = (int(x, 16) for x in f[4].split(":"))
+        out[int(f[9])] = {"local": addr(f[1]), "remote": addr(f[2]), "state": int(f[3], 16), "tx": tx, "rx": rx}
+    return out
+
+
+def check_sockets(d: kdnb.Dump, snap: Path, pid: int) -> None:
+    s = d.sockets
+    mine = s[s["pid"] == pid].set_index("inode")
+    assert len(mine) >= 10, mine
+    unix = {int(f[6]): (f[7] if len(f) > 7 else None) for f in
+            (line.split() for line in (snap / "net-unix.txt").read_text().splitlines()[1:])}
+    for ino, row in mine[mine["family"] == "unix"].iterrows():
+        assert ino in unix and (row["local_addr"] if isinstance(row["local_addr"], str) else None) == unix[ino]
+        if row["state"] == "ESTABLISHED":  # socketpair and connected pair: both ends here
+            assert row["peer_inode"] in mine.index and mine.loc[row["peer_inode"], "peer_inode"] == ino
+    inet = {}
+    for name, v6 in (("tcp", False), ("udp", False), ("tcp6", True), ("udp6", True)):
+        if (snap / f"net-{name}.txt").exists():
+            inet.update(_proc_net_inet((snap / f"net-{name}.txt").read_text(), v6))
+    rows = mine[mine["family"].isin(["inet", "inet6"])]
+    assert len(rows) >= 5
+    for ino, row in rows.iterrows():
+        want = inet[ino]
+        assert (row["local_addr"], row["local_port"]) == want["local"], ino
+        assert (row["remote_addr"], row["remote_port"]) == want["remote"], ino
+        assert row["state"] == TCP_STATE.get(want["state"], str(want["state"])), ino
+        assert (row["rx_queue"], row["tx_queue"]) == (want["rx"], want["tx"]), ino
+    assert (mine["rx_queue"] > 0).sum() >= 4  # unix stream, unix dgram, TCP, UDP hold unread data
+
+
+def check_counters(d: kdnb.Dump, snap: Path) -> None:
+    net = d.net.set_index("name")
+    for line in (snap / "net-dev.txt").read_text().splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        v = [int(x) for x in rest.split()]
+        row = net.loc[name.strip()]
+        snap_counts = {"rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "tx_bytes": v[8],
+                       "tx_packets": v[9], "tx_errors": v[10]}
+        assert all(row[c] >= n for c, n in snap_counts.items()), (name, snap_counts)
+        assert row["rx_packets"] > 0  # the workload's TCP and UDP traffic over lo
+
+
+def check_smaps(d: kdnb.Dump, snap: Path, comm: str, pid: int) -> None:
+    smaps = (snap / f"smaps-{comm}.txt").read_text()
+    want = {int(a, 16): (int(r) // 4, int(an) // 4) for a, r, an in
+            re.findall(r"^([0-9a-f]+)-[0-9a-f]+ .*?\nRss:\s+(\d+) kB.*?\nAnonymous:\s+(\d+) kB",
+                       smaps, re.S | re.M)}
+    got = {int(r.start): (r.rss, r.rss_anon) for r in d.vmas(pid).itertuples()}
+    assert got == want, comm
+
+
+def check_arch_irqs(d: kdnb.Dump, snap: Path) -> None:
+    arch = d.irqs[d.irqs["irq"].isna()].set_index("name")
+    lines = (snap / "interrupts.txt").read_text().splitlines()
+    ncpu = len(lines[0].split())
+    checked = 0
+    for line in lines[1:]:
+        head, _, rest = line.partition(":")
+        name = head.strip()
+        if name.isdigit():
+            continue
+        nums = [int(x) for x in rest.split()[:ncpu] if x.isdigit()]
+        row = arch.loc[name]
+        if len(nums) == 1 and ncpu > 1:  # ERR, MIS: one global count
+            assert row["total"] >= nums[0], line
+        else:
+            assert all(row[f"cpu{i}"] >= n for i, n in enumerate(nums)), line
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("where", folders())
+def test_against_the_socket_and_smaps_snapshot(where) -> None:
+    """Samples made since the lab records sockets and smaps (data/k5.10-io-hang and later)."""
+    folder = resolve(where)
+    snap = folder / "snapshot"
+    if not (snap / "net-tcp.txt").exists():
+        pytest.skip("snapshot without /proc/net/tcp and smaps")
+    d = dump_of(folder)
+    workload = {c: int(p) for c, p in (line.split() for line in (snap / "workload.txt").read_text().splitlines())}
+    check_sockets(d, snap, workload["kdnb_sockets"])
+    check_counters(d, snap)
+    check_arch_irqs(d, snap)
+    for comm, pid in workload.items():
+        if (snap / f"smaps-{comm}.txt").exists():
+            check_smaps(d, snap, comm, pid)
+
+
 @pytest.mark.parametrize("where", folders())
 def test_sockets_are_the_tasks_socket_files(where) -> None:
     folder = resolve(where)
@@ -35,11 +141,20 @@ def test_sockets_are_the_tasks_socket_files(where) -> None:
             assert files.loc[row.fd, "path"] == f"socket:[{row.inode}]"
     ps = folder / "snapshot" / "ps.txt"
     servers = re.findall(r"httpd .*-p (\S+):(\d+)", ps.read_text()) if ps.exists() else []
-    if servers and "incomplete" not in s.attrs.get("kdnb", {}):  # the corpus' busybox httpd listens
+    unowned = s[s["pid"].isna()]
+    if servers:  # the corpus' busybox httpd listens and served one request before the snapshot
         (addr, port), = servers
-        row = s[s["comm"] == "httpd"].iloc[0]
-        assert (row["family"], row["type"], row["protocol"], row["state"]) == ("inet", "stream", 6, "LISTEN")
-        assert (row["local_addr"], row["local_port"], row["remote_port"]) == (addr, int(port), 0)
+        if "incomplete" not in s.attrs.get("kdnb", {}):
+            row = s[s["comm"] == "httpd"].iloc[0]
+            assert (row["family"], row["type"], row["protocol"], row["state"]) == ("inet", "stream", 6, "LISTEN")
+            assert (row["local_addr"], row["local_port"], row["remote_port"]) == (addr, int(port), 0)
+        # httpd closed first: its end waits in TIME_WAIT (60 s), in the ehash, in no file
+        assert (folder / "snapshot" / "httpd-check.html").exists()
+        (tw,) = unowned.itertuples()
+        assert (tw.state, tw.local_addr, tw.local_port, tw.remote_addr) == ("TIME_WAIT", addr, int(port), addr)
+        assert tw.remote_port >= 1024 and pd.isna(tw.inode) and pd.isna(tw.fd)
+    else:
+        assert not len(unowned)
 
 
 @pytest.mark.parametrize("where", folders())

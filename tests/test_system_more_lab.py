@@ -10,7 +10,6 @@ Marked `lab`; KDNB_SYSTEM_LAB_DIRS=dir1:dir2 checks folders made earlier
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -20,96 +19,9 @@ from pathlib import Path
 import pytest
 
 import kdnb
+from tests.test_system_more import check_arch_irqs, check_counters, check_smaps, check_sockets
 
 pytestmark = pytest.mark.lab
-
-TCP_STATE = {1: "ESTABLISHED", 7: "CLOSE", 10: "LISTEN"}
-
-
-def _proc_net_inet(text: str, v6: bool) -> dict[int, dict]:
-    """/proc/net/{tcp,udp}[6] rows by inode: local, remote (addr, port), state, tx, rx."""
-    out = {}
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 10:
-            continue
-        def addr(x: str) -> tuple[str, int]:
-            a, p = x.split(":")
-            raw = bytes.fromhex(a)
-            if v6:  # four host-order 32-bit words
-                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-                return str(ipaddress.IPv6Address(raw)), int(p, 16)
-            return str(ipaddress.IPv4Address(raw[::-1])), int(p, 16)
-        tx, rx = (int(x, 16) for x in f[4].split(":"))
-        out[int(f[9])] = {"local": addr(f[1]), "remote": addr(f[2]), "state": int(f[3], 16), "tx": tx, "rx": rx}
-    return out
-
-
-def check_sockets(d: kdnb.Dump, snap: Path, pid: int) -> None:
-    s = d.sockets
-    mine = s[s["pid"] == pid].set_index("inode")
-    assert len(mine) >= 10, mine
-    unix = {int(f[6]): (f[7] if len(f) > 7 else None) for f in
-            (line.split() for line in (snap / "net-unix.txt").read_text().splitlines()[1:])}
-    for ino, row in mine[mine["family"] == "unix"].iterrows():
-        assert ino in unix and (row["local_addr"] if isinstance(row["local_addr"], str) else None) == unix[ino]
-        if row["state"] == "ESTABLISHED":  # socketpair and connected pair: both ends here
-            assert row["peer_inode"] in mine.index and mine.loc[row["peer_inode"], "peer_inode"] == ino
-    inet = {}
-    for name, v6 in (("tcp", False), ("udp", False), ("tcp6", True), ("udp6", True)):
-        if (snap / f"net-{name}.txt").exists():
-            inet.update(_proc_net_inet((snap / f"net-{name}.txt").read_text(), v6))
-    rows = mine[mine["family"].isin(["inet", "inet6"])]
-    assert len(rows) >= 5
-    for ino, row in rows.iterrows():
-        want = inet[ino]
-        assert (row["local_addr"], row["local_port"]) == want["local"], ino
-        assert (row["remote_addr"], row["remote_port"]) == want["remote"], ino
-        assert row["state"] == TCP_STATE.get(want["state"], str(want["state"])), ino
-        assert (row["rx_queue"], row["tx_queue"]) == (want["rx"], want["tx"]), ino
-    assert (mine["rx_queue"] > 0).sum() >= 4  # unix stream, unix dgram, TCP, UDP hold unread data
-
-
-def check_counters(d: kdnb.Dump, snap: Path) -> None:
-    net = d.net.set_index("name")
-    for line in (snap / "net-dev.txt").read_text().splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        v = [int(x) for x in rest.split()]
-        row = net.loc[name.strip()]
-        snap_counts = {"rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "tx_bytes": v[8],
-                       "tx_packets": v[9], "tx_errors": v[10]}
-        assert all(row[c] >= n for c, n in snap_counts.items()), (name, snap_counts)
-        assert row["rx_packets"] > 0  # the workload's TCP and UDP traffic over lo
-
-
-def check_smaps(d: kdnb.Dump, snap: Path, comm: str, pid: int) -> None:
-    smaps = (snap / f"smaps-{comm}.txt").read_text()
-    want = {int(a, 16): (int(r) // 4, int(an) // 4) for a, r, an in
-            re.findall(r"^([0-9a-f]+)-[0-9a-f]+ .*?\nRss:\s+(\d+) kB.*?\nAnonymous:\s+(\d+) kB",
-                       smaps, re.S | re.M)}
-    got = {int(r.start): (r.rss, r.rss_anon) for r in d.vmas(pid).itertuples()}
-    assert got == want, comm
-
-
-def check_arch_irqs(d: kdnb.Dump, snap: Path) -> None:
-    arch = d.irqs[d.irqs["irq"].isna()].set_index("name")
-    lines = (snap / "interrupts.txt").read_text().splitlines()
-    ncpu = len(lines[0].split())
-    checked = 0
-    for line in lines[1:]:
-        head, _, rest = line.partition(":")
-        name = head.strip()
-        if name.isdigit():
-            continue
-        nums = [int(x) for x in rest.split()[:ncpu] if x.isdigit()]
-        row = arch.loc[name]
-        if len(nums) == 1 and ncpu > 1:  # ERR, MIS: one global count
-            assert row["total"] >= nums[0], line
-        else:
-            assert all(row[f"cpu{i}"] >= n for i, n in enumerate(nums)), line
-        checked += 1
-    assert checked >= 10
-
 
 def check_oom(d: kdnb.Dump, folder: Path) -> None:
     gt = json.loads((folder / "ground-truth.json").read_text())

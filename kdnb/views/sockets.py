@@ -7,7 +7,8 @@ The sockets are found through the tasks' open files (the fd walk of kdnb.views.f
 unix and UDP sockets reuse). Queue bytes are the ones /proc/net shows: for TCP `rcv_nxt -
 copied_seq` (a listener: its accept backlog) and `write_seq - snd_una`, for unix the
 bytes of the skbs on the receive queue (unix_inq_len) and `sk_wmem_alloc - 1`, for the rest
-`sk_rmem_alloc` and `sk_wmem_alloc - 1`. A unix socket's peer is given by its inode.
+`sk_rmem_alloc` and `sk_wmem_alloc - 1`. A unix socket's peer is given by its inode. TCP
+connections no file points at come from the established hash (kdnb.views.sockets_hash).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from ..errors import KdnbError
 from .common import Gaps, fitting, read_or_none
 from .files import _open_files
+from .sockets_hash import unowned_tcp
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -41,6 +43,13 @@ COLUMNS = ["pid", "comm", "fd", "inode", "family", "type", "protocol", "state", 
            "socket", "sock"]
 
 
+def _empty(socket: int | None, sk: int, sock_type: str) -> dict[str, Any]:
+    """A row's socket columns before the sock is read."""
+    return {"socket": socket, "sock": sk or None, "type": sock_type, "family": None, "protocol": None,
+            "state": None, "local_addr": None, "local_port": None, "remote_addr": None,
+            "remote_port": None, "peer_inode": None, "rx_queue": None, "tx_queue": None, "uid": None}
+
+
 class _SockReader:
     """Layouts of socket, sock, tcp_sock, unix_sock; one socket's row at a time."""
 
@@ -57,6 +66,8 @@ class _SockReader:
         if self.v6:
             fields += ["__sk_common.skc_v6_rcv_saddr", "__sk_common.skc_v6_daddr"]
         self.sock = k.layout(s, fields)
+        self.common = k.layout(k.type("struct sock_common"), [f.split(".", 1)[1] for f in fields
+                                                              if f.startswith("__sk_common.")])
         self.rq_head = s.offsetof("sk_receive_queue")  # its first member is `next`
         tcp = k.type("struct tcp_sock")
         self.tcp = k.layout(tcp, ["rcv_nxt", "copied_seq", "write_seq", "snd_una"])
@@ -88,30 +99,60 @@ class _SockReader:
         if sfile != file:
             self.gaps.note(f"socket {socket:#x} of file {file:#x} points back at file {sfile:#x}", socket)
             return None
-        out: dict[str, Any] = {"socket": socket, "sock": sk or None, "type": SOCK_TYPES.get(stype, str(stype)),
-                               "family": None, "protocol": None, "state": None, "local_addr": None,
-                               "local_port": None, "remote_addr": None, "remote_port": None,
-                               "peer_inode": None, "rx_queue": None, "tx_queue": None, "uid": None}
+        out = _empty(socket, sk, SOCK_TYPES.get(stype, str(stype)))
         if sk:
             sd = read_or_none(k, sk, self.sock.size, self.gaps, "struct sock")
             if sd is not None:
                 self._sock(out, sk, self.sock.unpack(sd))
         return out
 
-    def _sock(self, out: dict[str, Any], sk: int, v: tuple) -> None:
-        family, state, saddr, daddr, num, dport, proto, _sk_type, rmem, wmem, backlog, uid, _socket = v[:13]
-        out.update(family=FAMILIES.get(family, str(family)), protocol=proto, uid=uid,
-                   state=TCP_STATES[state] if 0 < state < len(TCP_STATES) else str(state),
-                   rx_queue=rmem, tx_queue=max(wmem - 1, 0))
+    def sock_row(self, sk: int) -> dict[str, Any] | None:
+        """The columns of a `struct sock` found without its file (pid and fd NA)."""
+        sd = read_or_none(self.k, sk, self.sock.size, self.gaps, "struct sock")
+        if sd is None:
+            return None
+        v = self.sock.unpack(sd)
+        socket, inode = v[12], None
+        if socket:
+            try:
+                inode = self.k.read_u64(socket - self.sock_off_in_alloc + self.alloc_ino)
+            except KdnbError as exc:
+                self.gaps.note(f"socket inode of sock {sk:#x}", socket, exc)
+        out = _empty(socket or None, sk, SOCK_TYPES.get(v[7], str(v[7])))
+        self._sock(out, sk, v)
+        return {"pid": None, "comm": None, "fd": None, "inode": inode, **out}
+
+    def common_row(self, sk: int) -> dict[str, Any] | None:
+        """The columns of a TCP TIME_WAIT or request socket (only its sock_common is read)."""
+        cd = read_or_none(self.k, sk, self.common.size, self.gaps, "struct sock_common")
+        if cd is None:
+            return None
+        v = self.common.unpack(cd)
+        out = _empty(None, sk, "stream")
+        out.update(protocol=IPPROTO_TCP)
+        self._common(out, v[:6], v[6:8])
+        return {"pid": None, "comm": None, "fd": None, "inode": None, **out}
+
+    def _common(self, out: dict[str, Any], v: tuple, v6: tuple) -> None:
+        """family, state, addresses and ports from the sock_common fields."""
+        family, state, saddr, daddr, num, dport = v
+        out.update(family=FAMILIES.get(family, str(family)),
+                   state=TCP_STATES[state] if 0 < state < len(TCP_STATES) else str(state))
         if family in (2, 10):
             if family == 2:
                 local, remote = (str(ipaddress.IPv4Address(a.to_bytes(4, "little"))) for a in (saddr, daddr))
             elif self.v6:
-                local, remote = (str(ipaddress.IPv6Address(a)) for a in v[13:15])
+                local, remote = (str(ipaddress.IPv6Address(a)) for a in v6)
             else:
                 local = remote = None
             out.update(local_addr=local, remote_addr=remote, local_port=num,
                        remote_port=int.from_bytes(dport.to_bytes(2, "little"), "big"))
+
+    def _sock(self, out: dict[str, Any], sk: int, v: tuple) -> None:
+        family, state, _s, _d, _n, _p, proto, _sk_type, rmem, wmem, backlog, uid, _socket = v[:13]
+        out.update(protocol=proto, uid=uid, rx_queue=rmem, tx_queue=max(wmem - 1, 0))
+        self._common(out, v[:6], v[13:15])
+        if family in (2, 10):
             if proto == IPPROTO_TCP and out["type"] == "stream":
                 td = read_or_none(self.k, sk, self.tcp.size, self.gaps, "struct tcp_sock")
                 if td is not None:  # get_tcp4_sock(): a listener's rx_queue is its accept backlog
@@ -162,7 +203,9 @@ class _SockReader:
 
 
 def sockets_frame(dump: "Dump") -> pd.DataFrame:
-    """One row per open socket file descriptor of any task: pid (thread-group leader), comm, fd,
+    """One row per open socket file descriptor of any task, then one per TCP connection of the
+    established hash no task holds (TIME_WAIT, SYN_RECV, orphans, connections waiting to be
+    accepted; pid, comm and fd NA): pid (thread-group leader), comm, fd,
     inode (the socket's, as `socket:[ino]` names it), family (unix, inet, inet6, netlink, packet or
     the number), type (stream, dgram, raw, seqpacket, ...), protocol (IPPROTO_* / netlink protocol),
     state (TCP state names: ESTABLISHED, LISTEN, CLOSE, ...), local_addr, local_port, remote_addr,
@@ -196,6 +239,8 @@ def sockets_frame(dump: "Dump") -> pd.DataFrame:
             row = reader.row(f["file"])
             if row is not None:
                 rows.append({"pid": int(tgid), "comm": str(comm), "fd": f["fd"], "inode": f["inode"], **row})
+    known = {r["sock"] for r in rows if r["sock"]}
+    rows += unowned_tcp(k, known, reader.sock_row, reader.common_row, gaps)
     return gaps.attach(_frame(rows, gaps), "sockets")
 
 
