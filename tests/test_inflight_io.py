@@ -242,3 +242,21 @@ def test_fresh_io_hang_dump(tmp_path: Path, kernel: str) -> None:
     path = kdnb.lab.make("io-hang", kernel=kernel, formats=("kdump-zlib",), out_dir=tmp_path / "out",
                          progress=None)
     check_io_hang(path.parent)
+
+
+def test_report_evidence_shows_requests_only_for_an_io_hang() -> None:
+    import re
+
+    from kdnb.ui.sections import evidence
+
+    with kdnb.open_sample("k6.12-hung") as d:
+        assert "Block requests in flight" not in evidence(d)
+    if not IO_SAMPLES:
+        pytest.skip("no io-hang sample in data/")
+    truth = ground_truth(IO_SAMPLES[0])["io_hang"]
+    with kdnb.open(sorted(IO_SAMPLES[0].glob("vmcore.*"))[0]) as d:
+        html = evidence(d)
+    table = html[html.index("<h3>Block requests in flight</h3>"):]
+    text = re.sub(r"<[^>]+>", " ", table)
+    assert truth["disk"] in text and truth["op"] in text and "IN_FLIGHT" in text
+    assert not re.search(r"(?<![0-9a-fx.])18446\d{15}(?!\d)", text)  # addresses in hex
