@@ -45,8 +45,11 @@ def unowned_tcp(k: "Kernel", known: set[int], sock_row: Callable[[int], dict[str
         node = int.from_bytes(heads[8 * i:8 * i + 8], "little")
         while node and not node & 1:  # an odd value ends an hlist_nulls chain
             sk = node - node_off
-            if sk in seen or len(seen) >= MAX_CONNECTIONS:
-                gaps.note(f"ehash bucket {i}: chain loops or exceeds {MAX_CONNECTIONS}", node)
+            if len(seen) >= MAX_CONNECTIONS:
+                gaps.note(f"ehash: more than {MAX_CONNECTIONS} connections; the rest not read")
+                return rows
+            if sk in seen:
+                gaps.note(f"ehash bucket {i}: its chain loops", node)
                 break
             seen.add(sk)
             raw = read_or_none(k, node, 8, gaps, f"ehash node of bucket {i}")
