@@ -8,7 +8,8 @@ import warnings
 import pytest
 
 import kdnb
-from kdnb.analysis.panic_log import ANY_HEADLINE, HEADLINES, PANIC
+from kdnb.analysis import panic_log as P
+from kdnb.analysis.panic_log import ANY_HEADLINE, HEADLINES, PANIC, parse_panic_log
 from kdnb.samples import samples
 from tests.conftest import CORPUS
 
@@ -38,11 +39,11 @@ def _plain(first: str) -> bool:
 
 
 def test_headline_prefilter_examples() -> None:
-    for line in HEADLINE_EXAMPLES:
-        assert ANY_HEADLINE.search(line) is not None and _plain(line), line
-        assert ANY_HEADLINE.search("x" + line[1:]) is not None or not _plain("x" + line[1:])
-    for line in ("random line", "Kernel panic", "INFO: task list", "BUG: something else"):
-        assert (ANY_HEADLINE.search(line) is not None) == _plain(line), line
+    lines = [*HEADLINE_EXAMPLES, *("x" + h[1:] for h in HEADLINE_EXAMPLES), "random line",
+             "Kernel panic", "INFO: task list", "BUG: something else", ""]
+    assert all(_plain(h) for h in HEADLINE_EXAMPLES)
+    assert P._headline_lines(lines) == {i for i, line in enumerate(lines) if _plain(line)}
+    assert P._headline_lines([]) == set()
 
 
 @pytest.mark.parametrize("path", DUMPS, ids=lambda p: p.split("/")[-2])
@@ -53,8 +54,49 @@ def test_headline_prefilter_on_every_log_line(path: str) -> None:
         with kdnb.open(path) as d:
             texts = [str(t).split("\n", 1)[0] for t in d.log["text"]]
     assert texts
-    assert [ANY_HEADLINE.search(t) is not None for t in texts] == [_plain(t) for t in texts]
+    assert P._headline_lines(texts) == {i for i, t in enumerate(texts) if _plain(t)}
     assert any(_plain(t) for t in texts)  # every sample has a crash report
+
+
+def _parse_line_by_line(log) -> P.PanicLog:
+    """parse_panic_log as it was before the joined-text scan: every pattern on every line."""
+    reports, panic, current = [], None, None
+    for seq, t, text in zip(log["seq"].tolist(), log["time"].tolist(), map(str, log["text"].tolist())):
+        first = text.split("\n", 1)[0]
+        started = None
+        m = PANIC.match(first)
+        if m:
+            started = panic = P.Report("panic", seq, t, first, {"msg": m.group("msg")})
+        else:
+            for pattern, category in HEADLINES:
+                hm = pattern.search(first)
+                if hm:
+                    started = P.Report(category, seq, t, first,
+                                       {k: v for k, v in hm.groupdict().items() if v is not None})
+                    break
+        if started is not None:
+            if current is not None and P._continues(current, started):
+                current.lines.append((seq, text))
+                continue
+            current = started
+            if started is not panic:
+                reports.append(started)
+        if current is not None and (started is None or current is started):
+            P._absorb(current, seq, text)
+    return P.PanicLog(reports, panic)
+
+
+@pytest.mark.parametrize("path", DUMPS, ids=lambda p: p.split("/")[-2])
+def test_panic_log_equals_the_line_by_line_parse(path: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with kdnb.open(path) as d:
+            log = d.log
+    got, want = parse_panic_log(log), _parse_line_by_line(log)
+    assert (want.reports or want.panic) and got == want
+    edited = log.copy()  # an early headline makes every later line part of a report
+    edited.loc[1, "text"] = "WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2"
+    assert parse_panic_log(edited) == _parse_line_by_line(edited) != want
 
 
 def _records_one_by_one(d: kdnb.Dump) -> list[tuple]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 # A line that starts a report, and the category it suggests.
@@ -45,10 +46,11 @@ PANIC_REASONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Fatal exception"), "oops-followup"),
     (re.compile(r"Oops"), "oops-followup"),
 ]
-# One pass over a line says whether any headline (or the panic line) can start there; the
-# per-pattern loop runs only for those lines (group names dropped: they repeat across patterns).
+# Which lines can start a report, found in one scan of all first lines joined by newlines: the
+# per-pattern loop runs only for those (group names dropped: they repeat across patterns; no
+# headline pattern can match across a newline).
 ANY_HEADLINE = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[a-z]+>', '(', p.pattern)})"
-                                   for p in [PANIC, *(h for h, _ in HEADLINES)]))
+                                   for p in [PANIC, *(h for h, _ in HEADLINES)]), re.MULTILINE)
 CPU_LINE = re.compile(r"^CPU: (?P<cpu>\d+) (UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>\S+)"
                       r"(?P<rest>.*)$")
 TAINT = re.compile(r"Tainted: (?P<letters>[A-Z ]+?) +\d+\.\d+")
@@ -114,25 +116,28 @@ class PanicLog:
 
 def parse_panic_log(log: pd.DataFrame) -> PanicLog:
     """Split the log into crash reports (each headline owns the lines up to the next one)."""
-    seqs = log["seq"].tolist()
-    times = log["time"].tolist()
     texts = [str(t) for t in log["text"].tolist()]
+    firsts = [t.split("\n", 1)[0] for t in texts]
+    hits = _headline_lines(firsts)
     reports: list[Report] = []
     panic: Report | None = None
     current: Report | None = None
-    for seq, t, text in zip(seqs, times, texts):
-        first = text.split("\n", 1)[0]
+    if not hits:
+        return PanicLog(reports, panic)
+    seqs = log["seq"].tolist()
+    times = log["time"]
+    for i in range(min(hits), len(texts)):
+        seq, text, first = seqs[i], texts[i], firsts[i]
         started = None
-        hit = ANY_HEADLINE.search(first) is not None
-        m = PANIC.match(first) if hit else None
+        m = PANIC.match(first) if i in hits else None
         if m:
-            started = Report("panic", seq, t, first, {"msg": m.group("msg")})
+            started = Report("panic", seq, times.iloc[i], first, {"msg": m.group("msg")})
             panic = started
-        elif hit:
+        elif i in hits:
             for pattern, category in HEADLINES:
                 hm = pattern.search(first)
                 if hm:
-                    started = Report(category, seq, t, first,
+                    started = Report(category, seq, times.iloc[i], first,
                                      {k: v for k, v in hm.groupdict().items() if v is not None})
                     break
         if started is not None:
@@ -146,6 +151,14 @@ def parse_panic_log(log: pd.DataFrame) -> PanicLog:
             if started is None or current is started:
                 _absorb(current, seq, text)
     return PanicLog(reports, panic)
+
+
+def _headline_lines(firsts: list[str]) -> set[int]:
+    """Indices of the lines some headline pattern (or the panic line) matches."""
+    starts = np.cumsum([0] + [len(f) + 1 for f in firsts[:-1]])
+    found = (m.start() for m in ANY_HEADLINE.finditer("\n".join(firsts)))
+    return {int(i) for i in np.searchsorted(starts, np.fromiter(found, dtype=np.int64),
+                                            side="right") - 1}
 
 
 def _continues(current: Report, new: Report) -> bool:
