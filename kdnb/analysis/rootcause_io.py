@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ..errors import KdnbError
 from .rootcause_model import RESCHED_FUNCS, WAIT_FUNCS, Analysis, Culprit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,13 +112,7 @@ def _disk(an: Analysis, io: pd.DataFrame, mine: pd.DataFrame,
     busy = list(dict.fromkeys(str(d) for d in io["disk"]))
     files = an.get(f"open files of pid {pid}", lambda: an.dump.files(pid))
     if files is not None and len(files):
-        k = an.dump.kernel
-        off = k.type("struct file").offsetof("f_mapping")
-        mappings = {}
-        for path, file in zip(files["path"], files["file"]):
-            m = an.get(f"f_mapping of {int(file):#x}", lambda f=int(file): k.read_u64(f + off))
-            if m:
-                mappings.setdefault(m, str(path))
+        mappings = an.get(f"file mappings of pid {pid}", lambda: _mappings(an, files)) or {}
         for disk, mapping in zip(io["disk"], io["mapping"]):
             if pd.notna(mapping) and int(mapping) in mappings:
                 return str(disk), "page", mappings[int(mapping)], int(mapping)
@@ -129,6 +124,21 @@ def _disk(an: Analysis, io: pd.DataFrame, mine: pd.DataFrame,
     if len(busy) == 1:
         return busy[0], "only", "", None
     return None, "", "", None
+
+
+def _mappings(an: Analysis, files: pd.DataFrame) -> dict[int, str]:
+    """f_mapping (the page cache a file's I/O goes through) -> path, of a task's open files."""
+    k = an.dump.kernel
+    off = k.type("struct file").offsetof("f_mapping")
+    out: dict[int, str] = {}
+    for path, file in zip(files["path"], files["file"]):
+        try:
+            if pd.notna(file):
+                out.setdefault(k.read_u64(int(file) + off), str(path))
+        except KdnbError:  # one unreadable struct file: the others still link
+            continue
+    out.pop(0, None)
+    return out
 
 
 def _request(r: dict) -> str:
