@@ -6,8 +6,8 @@ per hardware queue (or one `shared_tags` for all of them), and `tags->rqs[tag]` 
 request that holds driver tag `tag`. The pointer stays when the request is freed, so a request
 counts only while its `state` is not MQ_RQ_IDLE, its own `tag` is that index and its `q` is a
 disk's queue. Walking the tag set rather than the hardware contexts avoids their container,
-an array before 5.19, an XArray from 5.19 ("blk-mq: manage hctx map via xarray") and an array
-again in 7.x. Ages are CLOCK_MONOTONIC at the crash (the timekeeper) minus the request's
+an array before 5.19, an XArray from 5.19 ("blk-mq: manage hctx map via xarray"; 6.1 and 6.12)
+and an array again on 7.2 (`queue_hw_ctx` in its BTF). Ages are CLOCK_MONOTONIC at the crash (the timekeeper) minus the request's
 `start_time_ns` (allocation) and `io_start_time_ns` (issue to the driver, 0 unless the queue
 keeps I/O statistics that need it). The kernel keeps no owner in a request; the first bio's
 `bi_private` names one when it is the waiting task (direct I/O sets it to `current`) or a
@@ -102,7 +102,7 @@ class _Walk:
         self.bio = k.layout(k.type("struct bio"), ["bi_next", "bi_private", "bi_io_vec"])
         self.bv_page = k.type("struct bio_vec").offsetof("bv_page")
         self.page_mapping = k.type("struct page").offsetof("mapping")
-        # 5.19 "block: introduce a proper typedef for blk_opf_t" renamed enum req_opf to req_op
+        # 6.0's blk_opf_t series ("block: Introduce the type blk_opf_t") renamed enum req_opf req_op
         ops = _enum(k, ("enum req_op", "enum req_opf"))
         self.ops = {v: n.removeprefix("REQ_OP_") for n, v in ops.items() if n != "REQ_OP_LAST"}
         bits = _enum(k, ("enum req_flag_bits",))
