@@ -19,6 +19,7 @@ import pytest
 from kdnb.analysis.oom import oom_context
 from kdnb.errors import KdnbError
 from kdnb.views.common import IncompleteViewWarning
+from tests.conftest import DATA
 from tests.test_system import SAMPLES, dump_of, folders, quiet, resolve
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oom"
@@ -267,3 +268,24 @@ def test_viewer_summary_shows_the_system_state() -> None:
     d = dump_of(resolve(folders()[0].values[0]))
     summary = quiet(lambda: DumpViewer(d, progress=False)).summary.value
     assert "Zones: free pages and watermarks" in summary and "Largest processes" in summary
+
+
+def test_vma_rss_on_hostile_page_tables() -> None:
+    """Every entry of every table present and pointing back at the same table (aliasing): the
+    walk stops with a KdnbError within its budgets instead of counting 2^35 pages."""
+    import time
+
+    from kdnb.views.vma_rss import RssCounter
+
+    d = dump_of(DATA / SAMPLES[0])
+    tasks = quiet(lambda: d.tasks)
+    task = int(tasks[(tasks["pid"] == tasks["tgid"]) & ~tasks["is_kthread"]]["address"].iloc[0])
+    k = d.kernel
+    mm = k.read_u64(task + k.type("struct task_struct").offsetof("mm"))
+    counter = RssCounter(k, k.read_u64(mm + k.type("struct mm_struct").offsetof("pgd")))
+    looping = (counter.root | 0x67,) * 512  # present, writable, user, accessed, dirty; not huge
+    counter._table = lambda paddr: looping
+    started = time.monotonic()
+    with pytest.raises(KdnbError, match="more pages than|page-table visits"):
+        counter.count(0, 1 << 47)
+    assert time.monotonic() - started < 20

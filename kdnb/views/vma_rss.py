@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _PRESENT, _PSE, _PROTNONE, _SPECIAL = 0x1, 0x80, 0x100, 0x200  # arch/x86/include/asm/pgtable_types.h
 PAGE_MAPPING_ANON = 0x1
 MAX_TABLE_PAGES = 1 << 18  # page-table pages read for one mm: 1 GiB of tables
+MAX_TABLE_VISITS = 1 << 19  # table visits for one mm: each table once per VMA it serves, twice over
 USER_TOP = 1 << 56  # above any 5-level user address
 _TABLE = struct.Struct("<512Q")
 
@@ -52,6 +53,9 @@ class RssCounter:
             self.zero_pfn = None
         self.tables: dict[int, tuple[int, ...]] = {}
         self.kinds: dict[int, int] = {}
+        self.visits = 0
+        # a hostile table (entries aliasing one page) could claim more pages than the machine has
+        self.page_budget = 2 * max(int(getattr(k.reader, "max_pfn", 0) or 0), 1 << 18)
 
     def _table(self, paddr: int) -> tuple[int, ...]:
         table = self.tables.get(paddr)
@@ -75,6 +79,9 @@ class RssCounter:
               totals: list[int]) -> None:
         shift = self.shifts[level]
         span = 1 << shift
+        self.visits += 1
+        if self.visits > MAX_TABLE_VISITS:
+            raise KdnbError(f"more than {MAX_TABLE_VISITS} page-table visits in one mm")
         table = self._table(table_paddr)
         first = max(start, base)
         for index in range((first - base) >> shift, min(512, ((end - 1 - base) >> shift) + 1)):
@@ -89,6 +96,9 @@ class RssCounter:
                 if pfn == self.zero_pfn:
                     continue
                 pages = (min(end, lo + span) - max(start, lo)) >> PAGE_SHIFT
+                self.page_budget -= pages
+                if self.page_budget < 0:
+                    raise KdnbError("the page tables map more pages than twice the machine's memory")
                 totals[self._kind(pfn)] += pages
             elif entry & _PRESENT:
                 self._walk(entry & self.mask, level + 1, start, end, lo, totals)
