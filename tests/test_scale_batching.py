@@ -9,7 +9,7 @@ import pytest
 
 import kdnb
 from kdnb.analysis import panic_log as P
-from kdnb.analysis.panic_log import ANY_HEADLINE, HEADLINES, PANIC, parse_panic_log
+from kdnb.analysis.panic_log import HEADLINES, PANIC, parse_panic_log
 from kdnb.samples import samples
 from tests.conftest import CORPUS
 

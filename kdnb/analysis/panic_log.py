@@ -46,11 +46,12 @@ PANIC_REASONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Fatal exception"), "oops-followup"),
     (re.compile(r"Oops"), "oops-followup"),
 ]
-# Which lines can start a report, found in one scan of all first lines joined by newlines: the
-# per-pattern loop runs only for those (group names dropped: they repeat across patterns; no
-# headline pattern can match across a newline).
-ANY_HEADLINE = re.compile("|".join(f"(?:{re.sub(r'[(][?]P<[a-z]+>', '(', p.pattern)})"
-                                   for p in [PANIC, *(h for h, _ in HEADLINES)]), re.MULTILINE)
+# Every headline (and the panic line) contains one of these: a line without any cannot start a
+# report, so only the lines str.find meets in the joined log go through the patterns.
+NEEDLES = ("Kernel panic - not syncing: ", "BUG: ", "general protection fault", "kernel BUG at ",
+           "WARNING: CPU: ", "Watchdog detected hard LOCKUP on cpu ", "INFO: ",
+           " invoked oom-killer: ", "sysrq: Trigger a crash", "Machine check",
+           "mce: [Hardware Error]")
 CPU_LINE = re.compile(r"^CPU: (?P<cpu>\d+) (UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>\S+)"
                       r"(?P<rest>.*)$")
 TAINT = re.compile(r"Tainted: (?P<letters>[A-Z ]+?) +\d+\.\d+")
@@ -155,10 +156,20 @@ def parse_panic_log(log: pd.DataFrame) -> PanicLog:
 
 def _headline_lines(firsts: list[str]) -> set[int]:
     """Indices of the lines some headline pattern (or the panic line) matches."""
+    blob = "\n".join(firsts)
+    found: list[int] = []
+    for needle in NEEDLES:  # no needle holds a newline: each hit lies inside one line
+        at = blob.find(needle)
+        while at >= 0:
+            found.append(at)
+            at = blob.find(needle, at + 1)
     starts = np.cumsum([0] + [len(f) + 1 for f in firsts[:-1]])
-    found = (m.start() for m in ANY_HEADLINE.finditer("\n".join(firsts)))
-    return {int(i) for i in np.searchsorted(starts, np.fromiter(found, dtype=np.int64),
-                                            side="right") - 1}
+    lines = set((np.searchsorted(starts, np.array(found, dtype=np.int64), side="right") - 1).tolist())
+    return {i for i in lines if _is_headline(firsts[i])}
+
+
+def _is_headline(first: str) -> bool:
+    return PANIC.match(first) is not None or any(p.search(first) for p, _ in HEADLINES)
 
 
 def _continues(current: Report, new: Report) -> bool:
