@@ -12,6 +12,8 @@ LEAKED_OBJECTS = 2000
 CROWD_TASKS = 5000
 
 SYSRQ_PANIC = "Kernel panic - not syncing: sysrq triggered crash"
+#: The program the nocore scenario's core_pattern pipes to for one crash: it does not exist.
+NOCORE_HANDLER = "/nonexistent/kdnb-handler"
 HUNG_PANIC = "Kernel panic - not syncing: hung_task: blocked tasks"
 
 
@@ -139,6 +141,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled",
              "kdnb_hog", sysctls={"vm.panic_on_oom": "1"},
              steps=("kdnb_work kdnb_hog hog &", "echo \"KDNB-TASK comm=kdnb_hog pid=$!\" > /dev/kmsg")),
+    Scenario("oom-kill", "a memory hog the OOM killer kills (vm.panic_on_oom=0), then a sysrq crash",
+             "kdnb_work kdnb_hog hog until the OOM killer kills it; echo c > /proc/sysrq-trigger",
+             SYSRQ_PANIC, "kdnb_trigger", sysctls={"kernel.sysrq": "1", "vm.panic_on_oom": "0"},
+             steps=("kdnb_work kdnb_hog hog & h=$!", "echo \"KDNB-TASK comm=kdnb_hog pid=$h\" > /dev/kmsg",
+                    "wait $h", "sleep 1", "kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'")),
     Scenario("slab-leak", f"a module leaks {LEAKED_OBJECTS} objects from its kdnb_obj cache, then sysrq crash",
              f"insmod kdnb_crash.ko leak={LEAKED_OBJECTS}; echo c > /proc/sysrq-trigger",
              SYSRQ_PANIC, "kdnb_trigger", sysctls={"kernel.sysrq": "1"}, module=True,
@@ -159,6 +166,20 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              steps=("kdnb_work kdnb_io iohang /dev/vdb &",
                     "echo \"KDNB-TASK comm=kdnb_io pid=$!\" > /dev/kmsg"),
              blocked=("kdnb_io",), io_throttle="throttling.bps-write=1"),
+    Scenario("nocore", "processes that crash without a core (RLIMIT_CORE 0, an unwritable cwd, "
+             "a set-uid program with fs.suid_dumpable 0, core_pattern piped to a missing program) "
+             "beside a control that dumps, each leaving a waiting twin; then a sysrq crash",
+             "kdnb_nocore pipe|ok|rlimit|dir|suid (each: a waiter kdnb_nc_CASE and a crasher "
+             "kdnb_ncx_CASE; KDNB-NOCORE lines give the kernel's wait status); echo c > "
+             "/proc/sysrq-trigger", SYSRQ_PANIC, "kdnb_trigger",
+             sysctls={"kernel.sysrq": "1", "fs.suid_dumpable": "0", "kernel.core_pattern": "core"},
+             helpers=("kdnb_nocore",),
+             steps=("mkdir -m 0555 /nocore-ro",
+                    "cp /bin/kdnb_nocore /bin/kdnb_nocore_suid && chmod 4755 /bin/kdnb_nocore_suid",
+                    f"echo '|{NOCORE_HANDLER}' > /proc/sys/kernel/core_pattern", "kdnb_nocore pipe",
+                    "echo core > /proc/sys/kernel/core_pattern",
+                    "kdnb_nocore ok", "kdnb_nocore rlimit", "kdnb_nocore dir", "kdnb_nocore suid",
+                    "sleep 1", "kdnb_as kdnb_trigger 0 -- 'echo c > /proc/sysrq-trigger'")),
     Scenario("idle", "no crash: QEMU's dump-guest-memory of the running guest (with "
              "--no-vmcoreinfo: no VMCOREINFO note in the dump)",
              "QMP dump-guest-memory (paging off) of the running guest", "", None,
