@@ -260,3 +260,18 @@ def test_report_evidence_shows_requests_only_for_an_io_hang() -> None:
     text = re.sub(r"<[^>]+>", " ", table)
     assert truth["disk"] in text and truth["op"] in text and "IN_FLIGHT" in text
     assert not re.search(r"(?<![0-9a-fx.])18446\d{15}(?!\d)", text)  # addresses in hex
+
+
+def test_hung_task_in_io_wait_wording() -> None:
+    """7.2 reports a task sleeping in io_schedule() as "blocked in I/O wait for more than": the
+    panic-log parser and the lab's ground truth both read it (seen in a 7.2 io-hang dump)."""
+    from kdnb.analysis.panic_log import parse_panic_log
+    from kdnb.lab.groundtruth import console_facts
+
+    line = "INFO: task kdnb_io:330 blocked in I/O wait for more than 6 seconds."
+    log = pd.DataFrame({"seq": [1, 2], "time": pd.to_timedelta([39.1, 39.2], unit="s"),
+                        "level": [3, 0], "text": [line, "Kernel panic - not syncing: hung_task: blocked tasks"]})
+    report = next(r for r in parse_panic_log(log).reports if r.category == "hung-task")
+    assert (report.fields["comm"], report.fields["pid"]) == ("kdnb_io", "330")
+    facts = console_facts(["KDNB-STEP crash t=1", f"[   39.178739] [     T36] {line}"])
+    assert facts["blocked"] == [{"comm": "kdnb_io", "pid": 330}] and facts["crash_lines"] == [line]

@@ -25,8 +25,9 @@ HEADLINES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d+)"), "hard-lockup"),
     (re.compile(r"^rcu: INFO: (?P<flavor>\S+) (self-)?detected stalls? on CPU"), "rcu-stall"),
     (re.compile(r"^INFO: (?P<flavor>rcu_\w+) (self-)?detected stalls? on CPU"), "rcu-stall"),
-    (re.compile(r"^INFO: task (?P<comm>.+):(?P<pid>\d+) blocked for more than (?P<secs>\d+) "
-                r"seconds"), "hung-task"),
+    # 7.2 says "blocked in I/O wait for more than" of a task sleeping in io_schedule()
+    (re.compile(r"^INFO: task (?P<comm>.+):(?P<pid>\d+) blocked (?:in I/O wait )?for more than "
+                r"(?P<secs>\d+) seconds"), "hung-task"),
     (re.compile(r"^(?P<comm>.+) invoked oom-killer: "), "oom"),
     (re.compile(r"^sysrq: Trigger a crash"), "sysrq"),
     (re.compile(r"(Machine check|mce: \[Hardware Error\])"), "mce"),

@@ -51,10 +51,10 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
 
 CRASH_LINE_RX = re.compile(
     r"(Kernel panic - not syncing:.*|BUG: .*|Oops: .*|kernel BUG at .*|WARNING: .*|"
-    r"watchdog: BUG: soft lockup.*|INFO: task \S+ blocked for more than.*|"
+    r"watchdog: BUG: soft lockup.*|INFO: task \S+ blocked (?:in I/O wait )?for more than.*|"
     r"rcu: INFO: .*stall.*|.*invoked oom-killer.*|Out of memory.*|sysrq: Trigger a crash.*)$")
 CONTEXT_RX = re.compile(r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
-BLOCKED_RX = re.compile(r"INFO: task (\S+):(\d+) blocked for more than")
+BLOCKED_RX = re.compile(r"INFO: task (\S+):(\d+) blocked (?:in I/O wait )?for more than")  # 7.2: I/O wait
 TASK_RX = re.compile(r"KDNB-TASK comm=(\S+) pid=(\d+)(?: cpu=(\d+))?")
 
 

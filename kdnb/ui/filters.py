@@ -23,7 +23,7 @@ PANIC_PATTERNS = [
     r"unable to handle (?:kernel )?(?:NULL pointer dereference|page fault|paging request)",
     r"watchdog: BUG: soft lockup",
     r"NMI watchdog: .*hard LOCKUP",
-    r"INFO: task .* blocked for more than",
+    r"INFO: task .* blocked (?:in I/O wait )?for more than",
     r"rcu: INFO: .*detected stall",
     r"Out of memory",
     r"Machine check",

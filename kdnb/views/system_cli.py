@@ -9,7 +9,8 @@ from typing import Callable
 
 import pandas as pd
 
-HEX_COLUMNS = ("address", "start", "end", "file", "start_pfn", "queue", "disk", "sock", "request")
+HEX_COLUMNS = ("address", "start", "end", "file", "start_pfn", "queue", "disk", "sock", "request",
+               "mapping")
 
 
 def _print(df: pd.DataFrame, index: bool = False) -> None:
