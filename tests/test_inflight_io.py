@@ -206,6 +206,7 @@ def check_io_hang(folder: Path) -> None:
         assert set(mine["bytes"]) == {truth["bytes_per_write"]}
         assert set(mine["state"]) == {"IN_FLIGHT"}
         assert mine["age"].max() >= truth["hung_task_timeout_secs"]
+        check_disks(d, folder)
         by = inflight_by_disk(d.block, io).set_index("name")
         assert by.loc[truth["disk"], "writes"] == len(mine)
         rc = d.root_cause()
@@ -275,3 +276,23 @@ def test_hung_task_in_io_wait_wording() -> None:
     assert (report.fields["comm"], report.fields["pid"]) == ("kdnb_io", "330")
     facts = console_facts(["KDNB-STEP crash t=1", f"[   39.178739] [     T36] {line}"])
     assert facts["blocked"] == [{"comm": "kdnb_io", "pid": 330}] and facts["crash_lines"] == [line]
+
+
+@pytest.mark.parametrize("folder", [p.parent.parent for p in sorted(DATA.glob("*/snapshot/partitions.txt"))],
+                         ids=lambda p: p.name)
+def test_every_disk_is_listed(folder: Path) -> None:
+    """`dev -d` lists every whole disk /proc/partitions showed, closed ones too (before 5.11 they
+    come from block_class's device list, with no bdev), with its size."""
+    check_disks(dump_of(folder), folder)
+
+
+def check_disks(d: kdnb.Dump, folder: Path) -> None:
+    """Every whole disk of the snapshot's /proc/partitions is in d.block with its size."""
+    import re
+
+    blk = d.block.set_index("name")
+    for major, minor, kib, name in re.findall(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)$",
+                                              (folder / "snapshot" / "partitions.txt").read_text(), re.M):
+        if not re.search(r"\d$", name) or name.startswith("loop"):  # whole disks (vda, loop0)
+            assert (blk.loc[name, "major"], blk.loc[name, "minor"], blk.loc[name, "sectors"]) == \
+                (int(major), int(minor), 2 * int(kib)), name

@@ -4,7 +4,9 @@ Every block device the kernel has instantiated is a `struct bdev_inode` (a `bloc
 its inode) on `blockdev_superblock->s_inodes`, the same list nr_blockdev_pages() walks for
 /proc/meminfo's Buffers. Since 5.11 (the series that removed struct hd_struct) each partition is
 such a bdev with its own start and size; before, the bdev points at its `hd_struct`
-(`bd_part`), and only devices that are open have a bdev with a disk (5.10 shows no closed disk).
+(`bd_part`), and only devices that are open have a bdev with a disk: the other whole disks
+come from `block_class`'s device list (devices of type `disk_type`, each a gendisk's part0),
+with no bdev `address`; partitions of a closed disk are not listed there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ COLUMNS = ["name", "dev", "major", "minor", "partno", "start_sect", "sectors", "
 def block_frame(dump: "Dump") -> pd.DataFrame:
     """One row per block device (disk or partition): name (`vda`, `vda1`, `loop0`), dev
     (`MAJ:MIN`), major, minor, partno (0 for the whole disk), start_sect, sectors, bytes,
-    openers, disk (struct gendisk), queue (struct request_queue), address (struct block_device)."""
+    openers, disk (struct gendisk), queue (struct request_queue), address (struct block_device;
+    NA for a closed disk of a kernel before 5.11, which has none)."""
     k = dump.kernel
     gaps = Gaps()
     bi = k.type("struct bdev_inode")
@@ -57,6 +60,8 @@ def block_frame(dump: "Dump") -> pd.DataFrame:
             gaps.note(str(walk.error))
     except KdnbError as exc:
         gaps.note("blockdev_superblock", None, exc)
+    if not modern:
+        rows += _closed_disks(k, {r["disk"] for r in rows}, disk, gaps)
     rows.sort(key=lambda r: (r["major"], r["minor"]))
     df = pd.DataFrame({
         "name": pd.array([r["name"] for r in rows], dtype="string"),
@@ -67,6 +72,42 @@ def block_frame(dump: "Dump") -> pd.DataFrame:
             ("queue", "UInt64"), ("address", "UInt64"))},
     }, columns=COLUMNS)
     return gaps.attach(df, "block")
+
+
+def _closed_disks(k, known: set[int], disk, gaps: Gaps) -> list[dict[str, Any]]:
+    """Before 5.11: the whole disks on block_class's klist that have no open bdev."""
+    rows: list[dict[str, Any]] = []
+    try:
+        dp = k.type("struct device_private")
+        node_off, dev_off = dp.offsetof("knode_class.n_node"), dp.offsetof("device")
+        type_off = k.type("struct device").offsetof("type")
+        part0 = k.type("struct gendisk").offsetof("part0")
+        to_disk = k.type("struct hd_struct").offsetof("__dev") + part0
+        sects = part0 + k.type("struct hd_struct").offsetof("nr_sects")
+        major_off = k.type("struct gendisk").offsetof("major")
+        disk_type = k.symbol("disk_type")
+        private = k.read_u64(k.symbol("block_class") + k.type("struct class").offsetof("p"))
+        head = private + k.type("struct subsys_private").offsetof("klist_devices.k_list")
+        walk = k.list_walk(head, max_entries=MAX_BDEVS)
+        for node in walk:
+            try:
+                dev = k.read_u64(node - node_off + dev_off)
+                gendisk = dev - to_disk
+                if k.read_u64(dev + type_off) != disk_type or gendisk in known:
+                    continue
+                name, first_minor, queue = disk.unpack(k.read(gendisk, disk.size))
+                major, sectors = k.read_u32(gendisk + major_off), k.read_u64(gendisk + sects)
+            except KdnbError as exc:
+                gaps.note("block_class device", node, exc)
+                continue
+            rows.append({"name": name, "major": major, "minor": first_minor, "partno": 0,
+                         "start_sect": 0, "sectors": sectors, "bytes": sectors * SECTOR,
+                         "openers": 0, "disk": gendisk, "queue": queue, "address": None})
+        if walk.error is not None:
+            gaps.note(str(walk.error))
+    except KdnbError as exc:
+        gaps.note("block_class", None, exc)
+    return rows
 
 
 def _row(k, bdev: int, values: tuple, disk, hd, gaps: Gaps) -> dict[str, Any]:
