@@ -121,13 +121,16 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
         raise CorruptStructure(f"printk ring buffer at {prb:#x} would span {total:#x} bytes "
                                f"({count} descriptors of {off.desc_size} + {off.info_size} bytes, "
                                f"{data_size} text bytes): implausibly large")
-    descs = _read(read, descs_addr, count * off.desc_size, "printk descriptors")
-    infos = _read(read, infos_addr, count * off.info_size, "printk infos")
-    data = _read(read, data_addr, data_size, "printk text ring")
+    ids = _live_ids(head_id, tail_id, count)
+    # only the slots from tail to head are read (all of them when that range wraps)
+    lo = int(ids[0]) & (count - 1)
+    lo, span = (lo, len(ids)) if lo + len(ids) <= count else (0, count)
+    descs = _read(read, descs_addr + lo * off.desc_size, span * off.desc_size, "printk descriptors")
+    infos = _read(read, infos_addr + lo * off.info_size, span * off.info_size, "printk infos")
     problems: list[str] = []
 
-    ids = _live_ids(head_id, tail_id, count)
-    idx = ids & np.uint64(count - 1)
+    idx = (ids & np.uint64(count - 1)) - np.uint64(lo)
+    count = span
     state_var = _column(descs, off.state_var, off.desc_size, count)[idx]
     state = state_var >> np.uint64(DESC_STATE_SHIFT)
     live = ((state == DESC_COMMITTED) | (state == DESC_FINALIZED)) & \
@@ -136,7 +139,8 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
     begin = _column(descs, off.lpos_begin, off.desc_size, count)[at]
     nxt = _column(descs, off.lpos_next, off.desc_size, count)[at]
     infos_at = _InfoColumns(infos, off, count, at)
-    texts, bad = _texts(data, begin, nxt, data_size, infos_at.text_len)
+    texts, bad = _texts(lambda a, b: _read(read, data_addr + a, b - a, "printk text ring"),
+                        begin, nxt, data_size, infos_at.text_len)
     problems = [f"record seq {int(infos_at.seq[i])}: text block lpos {int(begin[i]):#x}-"
                 f"{int(nxt[i]):#x} is invalid" for i in bad]
     frame = _frame(infos_at, texts, problems)
@@ -174,11 +178,12 @@ def _live_ids(head_id: int, tail_id: int, count: int) -> np.ndarray:
     return ids
 
 
-def _texts(data: bytes, begin: np.ndarray, nxt: np.ndarray, size: int,
+def _texts(fetch: Callable[[int, int], bytes], begin: np.ndarray, nxt: np.ndarray, size: int,
            text_len: np.ndarray) -> tuple[list[str], list[int]]:
     """`_text` of every record, the block arithmetic done on whole columns (u64 never
     overflows here: begin // size + 1 stands for (begin + size) // size); returns the texts
-    ("" for an invalid block) and the positions of the invalid ones."""
+    ("" for an invalid block) and the positions of the invalid ones. `fetch(a, b)` gives bytes
+    a..b of the text ring: it is called once, for the span the valid blocks cover."""
     usize = np.uint64(size)
     dataless = ((begin | nxt) & np.uint64(1)).astype(bool) | (begin == nxt)
     wraps_n = nxt // usize
@@ -187,33 +192,32 @@ def _texts(data: bytes, begin: np.ndarray, nxt: np.ndarray, size: int,
     length = np.where(same, nxt - begin, nxt % usize)
     invalid = ~dataless & (~(same | wrapped) | (same & (nxt < begin)) | (length < np.uint64(8)))
     first = np.where(same, begin % usize, np.uint64(0)) + np.uint64(8)
-    last = first + np.minimum(text_len.astype(np.uint64), length - np.uint64(8))
-    texts: list[str] = []
-    bad: list[int] = []
-    for i, (dl, inv, a, b) in enumerate(zip(dataless.tolist(), invalid.tolist(), first.tolist(),
-                                            last.tolist())):
-        if dl:
-            texts.append("")
-        elif inv:
-            bad.append(i)
-            texts.append("")
-        else:
-            texts.append(data[a:b].decode("utf-8", "replace"))
-    return texts, bad
+    last = np.minimum(first + np.minimum(text_len.astype(np.uint64), length - np.uint64(8)),
+                      usize)  # a slice of the whole ring stopped at its end
+    ok = ~dataless & ~invalid
+    base = int(first[ok].min()) if ok.any() else 0
+    data = fetch(base, max(int(last[ok].max()), base)) if ok.any() else b""
+    first = np.where(ok, first - np.uint64(base), 0)
+    last = np.where(ok, np.maximum(last, first + np.uint64(base)) - np.uint64(base), 0)
+    texts = [data[a:b].decode("utf-8", "replace") for a, b in zip(first.tolist(), last.tolist())]
+    return texts, np.flatnonzero(invalid).tolist()
 
 
 def _text(data: bytes, begin: int, nxt: int, size: int, text_len: int) -> str | None:
     """The text of one record from its logical block positions (None for an invalid block)."""
-    texts, bad = _texts(data, np.array([begin], dtype=np.uint64), np.array([nxt], dtype=np.uint64),
-                        size, np.array([text_len], dtype=np.uint16))
+    texts, bad = _texts(lambda a, b: data[a:b], np.array([begin], dtype=np.uint64),
+                        np.array([nxt], dtype=np.uint64), size, np.array([text_len], dtype=np.uint16))
     return None if bad else texts[0]
 
 
 def _strings(raw: np.ndarray) -> list[str]:
     """`_cstr` of each fixed-size field, decoded once per distinct value."""
-    values, inverse = np.unique(raw, return_inverse=True)
-    decoded = np.array([_cstr(bytes(v)) for v in values.tolist()], dtype=object)
-    return decoded[inverse.reshape(-1)].tolist()
+    out = np.full(len(raw), "", dtype=object)
+    named = np.flatnonzero(raw != b"")  # most records have no dev_info: skip the sort for them
+    if len(named):
+        values, inverse = np.unique(raw[named], return_inverse=True)
+        out[named] = np.array([_cstr(bytes(v)) for v in values.tolist()], dtype=object)[inverse.reshape(-1)]
+    return out.tolist()
 
 
 def _cstr(raw: bytes) -> str:
