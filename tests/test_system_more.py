@@ -289,3 +289,22 @@ def test_vma_rss_on_hostile_page_tables() -> None:
     with pytest.raises(KdnbError, match="more pages than|page-table visits"):
         counter.count(0, 1 << 47)
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("release", ["6.12", "5.10"])
+def test_oom_kill_report_from_a_real_log(release: str) -> None:
+    """The lab's oom-kill scenario (vm.panic_on_oom=0): the killer chose and killed the hog; the
+    oom-kill summary and the Killed process line are in the log."""
+    text = (FIXTURES / f"dmesg-{release}-oom-kill.txt").read_text()
+    ctx = oom_context(_LogOnly(text))
+    summary = re.search(r"oom-kill:constraint=(\w+),nodemask=([^,]*),.*,task=(\S+),pid=(\d+),uid=(\d+)", text)
+    killed = re.search(r"Killed process (\d+) \((\S+)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, "
+                       r"file-rss:(\d+)kB, shmem-rss:(\d+)kB", text)
+    assert ctx is not None and summary and killed and ctx.victim_killed
+    assert (ctx.constraint, ctx.nodemask) == (summary[1], summary[2]) and ctx.constraint_from == "oom-kill line"
+    v = ctx.victim
+    assert (v["pid"], v["comm"], v["uid"]) == (int(killed[1]), killed[2], int(summary[5]))
+    assert v["pid"] == int(summary[4]) and v["comm"] == summary[3]
+    assert (v["total_vm_pages"], v["rss_anon_pages"], v["rss_file_pages"], v["rss_shmem_pages"]) == \
+        tuple(int(killed[i]) // 4 for i in range(3, 7))
+    assert ctx.panic is None

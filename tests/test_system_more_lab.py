@@ -6,7 +6,8 @@ TCP, TCP6 and UDP sockets with unread data; the snapshot has /proc/net/{unix,tcp
 Equal: the sockets (by inode: path, state, addresses, ports, queues), per-VMA Rss and Anonymous
 of the idle workload processes. At least the snapshot's: interface and interrupt counters.
 Marked `lab`; KDNB_SYSTEM_LAB_DIRS=dir1:dir2 checks folders made earlier
-(`kdnb lab make sysrq --kernel 6.12 -o dir1`, `kdnb lab make oom --kernel 6.1 -o dir2`)."""
+(`kdnb lab make sysrq --kernel 6.12 -o dir1`, `kdnb lab make oom --kernel 6.1 -o dir2`,
+`kdnb lab make oom-kill --kernel 5.10 -o dir3`)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,22 @@ def check_oom(d: kdnb.Dump, folder: Path) -> None:
     assert "OOM context" in text and f"kdnb_hog (pid {hog}, uid 0)" in text
 
 
+def check_oom_kill(d: kdnb.Dump, folder: Path) -> None:
+    """The killer chose and killed the hog, then a sysrq crash: the context is the OOM's, the
+    root cause the sysrq's; the victim's memory is freed by the crash (zones above min)."""
+    gt = json.loads((folder / "ground-truth.json").read_text())
+    hog = next(w["pid"] for w in gt["workload_processes"] if w["comm"] == "kdnb_hog")
+    killed = re.search(r"Killed process (\d+) \((\S+)\) total-vm:(\d+)kB, anon-rss:(\d+)kB",
+                       (folder / "dmesg.txt").read_text())
+    ctx = d.oom
+    assert ctx.victim_killed and ctx.constraint == "CONSTRAINT_NONE" and ctx.panic is None
+    assert (ctx.victim["pid"], ctx.victim["comm"]) == (hog, "kdnb_hog") == (int(killed[1]), killed[2])
+    assert ctx.victim["rss_anon_pages"] == int(killed[4]) // 4
+    assert hog not in set(d.tasks["pid"])  # killed and reaped before the crash
+    assert not ctx.zones["below_min"].any()
+    assert d.root_cause().category == "sysrq"
+
+
 def check_folder(folder: Path) -> None:
     snap = folder / "snapshot"
     workload = {c: int(p) for c, p in (line.split() for line in (snap / "workload.txt").read_text().splitlines())}
@@ -57,8 +74,11 @@ def check_folder(folder: Path) -> None:
         check_arch_irqs(d, snap)
         for comm, pid in workload.items():
             check_smaps(d, snap, comm, pid)
-        if json.loads((folder / "ground-truth.json").read_text())["scenario"] == "oom":
+        scenario = json.loads((folder / "ground-truth.json").read_text())["scenario"]
+        if scenario == "oom":
             check_oom(d, folder)
+        elif scenario == "oom-kill":
+            check_oom_kill(d, folder)
         else:
             assert d.oom is None
 
@@ -75,7 +95,7 @@ def test_given_lab_dumps() -> None:
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 @pytest.mark.parametrize("kernel,scenario", [("6.12", "sysrq"), ("5.10", "sysrq"), ("6.12", "oom"),
-                                             ("6.1", "oom")])
+                                             ("6.1", "oom"), ("6.12", "oom-kill"), ("5.10", "oom-kill")])
 def test_fresh_lab_dump(tmp_path: Path, kernel: str, scenario: str) -> None:
     import kdnb.lab
 

@@ -116,6 +116,8 @@ def console_facts(console: list[str]) -> dict[str, Any]:
         b = BLOCKED_RX.search(line)
         if b and {"comm": b.group(1), "pid": int(b.group(2))} not in blocked:
             blocked.append({"comm": b.group(1), "pid": int(b.group(2))})
+        if "sysrq: Trigger a crash" in line:
+            context = None  # a crash after an earlier report (oom-kill): its own CPU line counts
         c = CONTEXT_RX.search(line)
         if c and context is None and crash_lines:
             context = {"cpu": int(c.group(1)), "pid": int(c.group(2)), "comm": c.group(3)}
