@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import kdnb
 from kdnb.analysis.oom import oom_context
 from kdnb.errors import KdnbError
 from kdnb.views.common import IncompleteViewWarning
@@ -137,7 +138,7 @@ def test_sockets_are_the_tasks_socket_files(where) -> None:
     s = quiet(lambda: d.sockets)
     assert str(s["inode"].dtype) == "UInt64" and str(s["pid"].dtype) == "Int32"
     for pid, group in s.groupby("pid"):
-        files = quiet(lambda: d.files(int(pid))).set_index("fd")
+        files = quiet(lambda pid=pid: d.files(int(pid))).set_index("fd")
         for row in group.itertuples():
             assert files.loc[row.fd, "path"] == f"socket:[{row.inode}]"
     ps = folder / "snapshot" / "ps.txt"

@@ -33,10 +33,10 @@ def _oom(dump: Any) -> str:
     if ctx is None:
         return note_html("OOM context", why) if why else ""
     v = ctx.victim
-    facts = [("allocation", f"{ctx.invoker_comm} (pid {ctx.invoker_pid}), order {ctx.order}, "
-                            f"gfp_mask {ctx.gfp_mask:#x} ({' | '.join(ctx.gfp_flags)})"),
-             ("constraint", f"{ctx.constraint or 'unknown'} ({ctx.constraint_from}); nodemask "
-                            f"{ctx.nodemask or '(null)'}")]
+    facts = [("allocation", (f"{ctx.invoker_comm} (pid {ctx.invoker_pid}), order {ctx.order}, "
+                             f"gfp_mask {ctx.gfp_mask:#x} ({' | '.join(ctx.gfp_flags)})")),
+             ("constraint", (f"{ctx.constraint or 'unknown'} ({ctx.constraint_from}); nodemask "
+                             f"{ctx.nodemask or '(null)'}"))]
     if v is not None:
         split = ", ".join(f"{k.split('_')[1]} {v[k]}" for k in ("rss_anon_pages", "rss_file_pages",
                                                                 "rss_shmem_pages") if k in v)

@@ -10,7 +10,8 @@ A namespace with its own ehash (net.ipv4.tcp_child_ehash_entries, 5.19+) is not 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import bounds
 from ..errors import KdnbError
