@@ -57,7 +57,8 @@ ARCH_ROWS = (("NMI", "__nmi_count", "NMI", "Non-maskable interrupts"),
              ("MIS", None, "IOAPIC_MISROUTED", ""),
              ("PIN", "kvm_posted_intr_ipis", "POSTED_INTR", "Posted-interrupt notification event"),
              ("NPI", "kvm_posted_intr_nested_ipis", "POSTED_INTR_NESTED", "Nested posted-interrupt event"),
-             ("PIW", "kvm_posted_intr_wakeup_ipis", "POSTED_INTR_WAKEUP", "Posted-interrupt wakeup event"))
+             ("PIW", "kvm_posted_intr_wakeup_ipis", "POSTED_INTR_WAKEUP", "Posted-interrupt wakeup event"),
+             ("VPMI", None, "PERF_GUEST_MEDIATED_PMI", "Perf Guest Mediated PMI"))
 #: before 7.x the machine-check counts are per-CPU variables of their own
 PERCPU_ROWS = {"MCE": "mce_exception_count", "MCP": "mce_poll_count"}
 GLOBAL_ROWS = (("ERR", "irq_err_count"), ("MIS", "irq_mis_count"))
