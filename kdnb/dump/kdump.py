@@ -9,7 +9,7 @@ import numpy as np
 
 from ..bounds import count, in_range, power_of_two, vmcoreinfo_int
 from ..errors import CorruptDump, ImplausibleValue
-from .base import DumpReader, Segment
+from .base import DumpReader, PageCache, Segment
 from .codecs import DECOMPRESSORS, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_EXCLUDED_VMEMMAP, \
     compression_names
 from .notes import is_qemu, parse_notes, parse_vmcoreinfo, prstatus_notes, vmcoreinfo_note
@@ -24,6 +24,8 @@ POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 MAX_PFN_LIMIT = 1 << 40  # 4 PiB of 4 KiB pages: anything above is a corrupt header
 DESC_SIZE = PAGE_DESC.itemsize
 STATE_CHUNK = 1 << 20  # page frames classified per step of page_states()
+DESC_BLOCK = 256  # page descriptors read per pread (6 KiB): neighbouring pages share one read
+DESC_BLOCKS_CACHED = 1024  # 6 MiB of descriptors, 256 Ki pages (1 GiB) of the dump
 NOTE_MAX = 1 << 24  # the ELF notes of 8192 CPUs take ~ 3 MiB
 VMCOREINFO_MAX = 1 << 20
 STATE_NAMES = ("hole", "present", "excluded", "truncated", "lost")
@@ -93,6 +95,7 @@ class KdumpDump(DumpReader):
         self.source = source
         self.format = format_name
         self.problems: list[str] = list(getattr(source, "problems", []))
+        self._desc_blocks = PageCache(DESC_BLOCKS_CACHED)
         try:
             self._open()
         except BaseException:
@@ -213,12 +216,17 @@ class KdumpDump(DumpReader):
         byte = pfn >> 3
         rank = int(self._rank_prefix[byte]) + \
             bin(self._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).count("1")
-        pos = self._desc_off + rank * DESC_SIZE
-        raw = self.source.pread(pos, DESC_SIZE)
-        if len(raw) < DESC_SIZE:
+        block = self._desc_blocks.get(rank // DESC_BLOCK, self._descriptor_block)
+        at = rank % DESC_BLOCK * DESC_SIZE
+        if at + DESC_SIZE > len(block):
             raise self._missing(pfn * self.page_size, "its page descriptor lies beyond the end "
                                 "of a truncated file")
-        return struct.unpack_from("<qII", raw)
+        return struct.unpack_from("<qII", block, at)
+
+    def _descriptor_block(self, index: int) -> bytes:
+        """Descriptors of ranks index * DESC_BLOCK onwards (short where the file ends)."""
+        return self.source.pread(self._desc_off + index * DESC_BLOCK * DESC_SIZE,
+                                 DESC_BLOCK * DESC_SIZE)
 
     def _load_page(self, pfn: int) -> bytes:
         psz = self.page_size
@@ -298,6 +306,7 @@ class KdumpDump(DumpReader):
 
     def close(self) -> None:
         super().close()
+        self._desc_blocks.clear()
         self.source.close()
 
 
