@@ -309,3 +309,16 @@ def test_oom_kill_report_from_a_real_log(release: str) -> None:
     assert (v["total_vm_pages"], v["rss_anon_pages"], v["rss_file_pages"], v["rss_shmem_pages"]) == \
         tuple(int(killed[i]) // 4 for i in range(3, 7))
     assert ctx.panic is None
+
+
+def test_counters_of_a_driver_kdnb_does_not_model_are_na(monkeypatch) -> None:
+    """A driver callback outside netstats.CALLBACKS (virtio_net's virtnet_get_stats64, ...):
+    NA counters and the callback named in attrs (shown here by forgetting loopback's)."""
+    from kdnb.views import netstats
+    from kdnb.views.net import net_frame
+
+    monkeypatch.setattr(netstats, "CALLBACKS", {})
+    d = dump_of(DATA / SAMPLES[0])
+    lo = net_frame(d).set_index("name")
+    assert lo.loc["lo", ["rx_packets", "tx_bytes"]].isna().all() and pd.isna(lo.loc["lo", "stats_source"])
+    assert "loopback_get_stats64" in lo.attrs["kdnb"]["stats_na"]["lo"]
