@@ -122,14 +122,16 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
                                f"({count} descriptors of {off.desc_size} + {off.info_size} bytes, "
                                f"{data_size} text bytes): implausibly large")
     ids = _live_ids(head_id, tail_id, count)
-    # only the slots from tail to head are read (all of them when that range wraps)
-    lo = int(ids[0]) & (count - 1)
-    lo, span = (lo, len(ids)) if lo + len(ids) <= count else (0, count)
-    descs = _read(read, descs_addr + lo * off.desc_size, span * off.desc_size, "printk descriptors")
-    infos = _read(read, infos_addr + lo * off.info_size, span * off.info_size, "printk infos")
+    # only the slots from tail to head are read, in two pieces when they wrap past the last slot
+    # (they do from the start: the first record's id sits in the last slot)
+    lo, span = int(ids[0]) & (count - 1), len(ids)
+    descs, infos = (b"".join(_read(read, addr + a * size, (b - a) * size, what)
+                             for a, b in _slot_runs(lo, span, count))
+                    for addr, size, what in ((descs_addr, off.desc_size, "printk descriptors"),
+                                             (infos_addr, off.info_size, "printk infos")))
     problems: list[str] = []
 
-    idx = (ids & np.uint64(count - 1)) - np.uint64(lo)
+    idx = ((ids & np.uint64(count - 1)) - np.uint64(lo)) & np.uint64(count - 1)
     count = span
     state_var = _column(descs, off.state_var, off.desc_size, count)[idx]
     state = state_var >> np.uint64(DESC_STATE_SHIFT)
@@ -166,6 +168,13 @@ class _InfoColumns:
         self.caller = col(off.caller, "<u4")
         self.subsystem = col(off.subsystem, f"S{off.subsystem_len}")
         self.device = col(off.device, f"S{off.device_len}")
+
+
+def _slot_runs(lo: int, span: int, count: int) -> list[tuple[int, int]]:
+    """The ring slots lo, lo + 1, ... (span of them, modulo count) as [start, end) runs."""
+    if lo + span <= count:
+        return [(lo, lo + span)]
+    return [(lo, count), (0, lo + span - count)]
 
 
 def _live_ids(head_id: int, tail_id: int, count: int) -> np.ndarray:
