@@ -71,6 +71,14 @@ def check_sockets(d: kdnb.Dump, snap: Path, pid: int) -> None:
         assert row["state"] == TCP_STATE.get(want["state"], str(want["state"])), ino
         assert (row["rx_queue"], row["tx_queue"]) == (want["rx"], want["tx"]), ino
     assert (mine["rx_queue"] > 0).sum() >= 4  # unix stream, unix dgram, TCP, UDP hold unread data
+    # /proc/net/sockstat: struct sockets in use; hashed IPv4 TCP (no TIME_WAIT) and UDP sockets
+    stat = dict(re.findall(r"^(\w+): (.*)$", (snap / "sockstat.txt").read_text(), re.M))
+    num = {k: dict(zip(v.split()[::2], map(int, v.split()[1::2]))) for k, v in stat.items()}
+    assert s["socket"].dropna().nunique() == num["sockets"]["used"]
+    inet = s[(s["family"] == "inet") & ~s["state"].isin(["TIME_WAIT", "NEW_SYN_RECV"])]
+    assert ((inet["protocol"] == 6).sum(), (inet["protocol"] == 17).sum()) == \
+        (num["TCP"]["inuse"], num["UDP"]["inuse"])
+    assert (s["state"] == "TIME_WAIT").sum() == num["TCP"]["tw"]
 
 
 def check_counters(d: kdnb.Dump, snap: Path) -> None:
