@@ -61,7 +61,7 @@ def test_facts_read_the_helper_line() -> None:
 def test_cli_builds_scale(monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
-    import kdnb.lab.run as run
+    from kdnb.lab import run
 
     seen = {}
     monkeypatch.setattr(run, "make", lambda sc, **kw: seen.setdefault("sc", sc) and Path("/x"))

@@ -109,8 +109,8 @@ def _records_one_by_one(d: kdnb.Dump) -> list[tuple]:
     k, off = d.kernel, L._Layout(d.vmcoreinfo)
     (prb,) = struct.unpack("<Q", k.read(off.prb, 8))
     ring = k.read(prb, off.rb_size)
-    u32 = lambda o: struct.unpack_from("<I", ring, o)[0]  # noqa: E731
-    u64 = lambda o: struct.unpack_from("<Q", ring, o)[0]  # noqa: E731
+    u32 = lambda o: struct.unpack_from("<I", ring, o)[0]
+    u64 = lambda o: struct.unpack_from("<Q", ring, o)[0]
     count, size = 1 << u32(off.count_bits), 1 << u32(off.size_bits)
     descs = k.read(u64(off.descs), count * off.desc_size)
     infos = k.read(u64(off.infos), count * off.info_size)

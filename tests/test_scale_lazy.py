@@ -144,7 +144,7 @@ def test_64g_rank_matches_a_direct_count(big: Path) -> None:
         r = d.reader
         for pfn in (0, 16, 17, 511, 512, 4096, 8193, 1 << 20, RAM_PAGES - 1):
             byte = pfn >> 3
-            got = int(r._rank_prefix[byte]) + bin(r._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).count("1")
+            got = int(r._rank_prefix[byte]) + (r._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).bit_count()
             assert got == rank(pfn)
 
 
