@@ -107,7 +107,7 @@ def test_slab_objects(pair) -> None:
             seeds += [task.value_()] + [getattr(task, m).value_() for m in POINTERS if getattr(task, m)]
     except FaultError as exc:
         pytest.skip(f"drgn cannot walk the tasks: {exc}")
-    compared, slabs, differ = 0, set(), []
+    compared, undecided, slabs, differ = 0, 0, set(), []
     for seed in seeds:
         try:
             info = slab_object_info(prog, seed)
@@ -124,6 +124,9 @@ def test_slab_objects(pair) -> None:
                 theirs = slab_object_info(prog, addr)
             except FaultError:
                 continue
+            if theirs.allocated is None:  # drgn could not decide (a freelist it reads is missing)
+                undecided += 1
+                continue
             w = d.whatis(addr)
             if w.kind == "task":  # a task_struct is named as the task, its slot checked by address
                 mine, want = (w.details["task"], True), (theirs.address, theirs.allocated)
@@ -134,9 +137,7 @@ def test_slab_objects(pair) -> None:
             if mine != want:
                 differ.append(f"{addr:#x}: kdnb {mine} drgn {want}")
             compared += 1
-    assert compared >= 40
-    if differ and "degraded" in folder.name:  # open: a free/allocated disagreement on this capture
-        pytest.xfail(f"{len(differ)} of {compared} slots differ on the degraded capture: {differ[0]}")
+    assert compared >= 30 and compared >= 2 * undecided, (compared, undecided)
     assert not differ, differ[:3]
 
 
