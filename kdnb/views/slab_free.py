@@ -20,42 +20,50 @@ MAX_SHEAVES = 1 << 12     # full sheaves in one barn
 
 
 def free_state(k: "Kernel", st: Any, page: int, cache: int, obj: int) -> str:
-    """``free`` or ``allocated`` for the object ``obj`` of ``cache`` on the slab at ``page``
+    """``free``, ``allocated``, or ``unknown`` (a freelist or a CPU's slab state that could be
+    the object's is not in the dump) for the object ``obj`` of ``cache`` on the slab at ``page``
     (``st`` is the type the slab is described by: struct slab, or struct page before 5.17)."""
     kc = k.type("struct kmem_cache")
     offset = k.read_u32(cache + kc.offsetof("offset"))
     random = k.read_u64(cache + kc.offsetof("random")) if kc.has_member("random") else None
     lists = [k.read_u64(page + st.offsetof("freelist"))]
+    unsure = False
     if kc.has_member("cpu_slab"):  # absent with CONFIG_SLUB_TINY (6.2+) and from 7.0
-        lists += _cpu_freelists(k, k.read_u64(cache + kc.offsetof("cpu_slab")), page)
+        heads, unsure = _cpu_freelists(k, k.read_u64(cache + kc.offsetof("cpu_slab")), page)
+        lists += heads
     for ptr in lists:
         seen = 0
-        while ptr and seen < MAX_FREELIST:
-            if ptr == obj:
-                return "free"
-            at = ptr + offset
-            raw = k.read_u64(at)
-            ptr = raw ^ random ^ int.from_bytes(at.to_bytes(8, "little"), "big") if random is not None else raw
-            seen += 1
+        try:
+            while ptr and seen < MAX_FREELIST:
+                if ptr == obj:
+                    return "free"
+                at = ptr + offset
+                raw = k.read_u64(at)
+                ptr = raw ^ random ^ int.from_bytes(at.to_bytes(8, "little"), "big") if random is not None else raw
+                seen += 1
+        except KdnbError:  # the rest of this freelist is in pages the dump lacks
+            unsure = True
     if kc.has_member("cpu_sheaves") and obj in _sheaf_objects(k, cache):
         return "free"
-    return "allocated"
+    return "unknown" if unsure else "allocated"
 
 
-def _cpu_freelists(k: "Kernel", cpu_slab: int, page: int) -> list[int]:
-    """The lockless freelist heads of the CPUs whose active slab is ``page``."""
+def _cpu_freelists(k: "Kernel", cpu_slab: int, page: int) -> tuple[list[int], bool]:
+    """The lockless freelist heads of the CPUs whose active slab is ``page``, and whether some
+    CPU's state could not be read (its active slab may be ``page``)."""
     cpu_t = k.type("struct kmem_cache_cpu")
     cur = "slab" if cpu_t.has_member("slab") else "page"  # 5.17 bb192ed9aa71
     layout = k.layout(cpu_t, ["freelist", cur])
-    heads = []
+    heads, unreadable = [], False
     for cpu in range(k.nr_cpu_ids):
         try:
             freelist, active = layout.unpack(k.read(k.per_cpu(cpu_slab, cpu), cpu_t.size))
         except KdnbError:
+            unreadable = True
             continue
         if active == page:
             heads.append(freelist)
-    return heads
+    return heads, unreadable
 
 
 def _sheaf(k: "Kernel", sheaf: int, out: set[int]) -> None:
