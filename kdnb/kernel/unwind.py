@@ -52,6 +52,7 @@ IRQ_STACK_SIZE = 16384
 MAX_FRAMES = 128
 SCAN_SLOTS = 512  # how far (in longs) a return-address scan looks up the stack
 PAGE = 4096
+STACK_PAGES_CACHED = 4096  # 16 MiB: a few hundred stacks and the code pages call sites are read from
 
 KINDS = ("normal", "exception", "interrupt", "user")
 
@@ -104,11 +105,13 @@ class _State:
 
 
 class StackReader:
-    """Page-cached reads of kernel memory (stacks are read a long at a time)."""
+    """Page-cached reads of kernel memory (stacks are read a long at a time); the cache keeps the
+    `capacity` pages read last (first in, first out), not every stack of the dump."""
 
-    def __init__(self, read: Callable[[int, int], bytes]) -> None:
+    def __init__(self, read: Callable[[int, int], bytes], capacity: int = STACK_PAGES_CACHED) -> None:
         self._read = read
         self._pages: dict[int, bytes | KdnbError] = {}
+        self.capacity = capacity
 
     def page(self, addr: int) -> bytes:
         base = addr & ~(PAGE - 1)
@@ -118,6 +121,8 @@ class StackReader:
                 data = self._read(base, PAGE)
             except KdnbError as exc:
                 data = exc
+            if len(self._pages) >= self.capacity:
+                del self._pages[next(iter(self._pages))]
             self._pages[base] = data
         if isinstance(data, KdnbError):
             raise data
