@@ -252,6 +252,32 @@ def test_report_in_headless_chromium(report, tmp_path):
         seen = drv.execute_script("return document.body.innerText")
         assert not DECIMAL_KERNEL_ADDRESS.search(seen), DECIMAL_KERNEL_ADDRESS.search(seen)
         assert "<NA>" not in seen
+        # a click on the slab table's total_bytes sorts by the value, not the text ("9.0 KiB" < "1.2 MiB")
+        drv.execute_script(
+            "let n = document.getElementById('kdnb-slab'), t = null;"
+            " while (n && !(t = n.querySelector && n.querySelector('.dt-container, .dataTables_wrapper')))"
+            " n = n.nextElementSibling;"
+            " window._slab = t; window._th = Array.from(t.querySelectorAll('.dt-scroll-head thead th'))"
+            ".find(h => h.innerText.trim() === 'total_bytes');"
+            " window._th.querySelector('.dt-column-order').click();")  # the header's sort arrows
+        scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+        def sorted_sizes(descending: bool) -> list[str]:
+            for _ in range(50):  # DataTables sorts after a short timeout
+                time.sleep(0.2)
+                sizes = drv.execute_script(
+                    "const i = Array.from(window._th.parentNode.children).indexOf(window._th);"
+                    " return Array.from(window._slab.querySelectorAll('.dt-scroll-body tbody tr'))"
+                    ".map(r => r.children[i].innerText.trim());")
+                values = [float(v.split()[0]) * scale[v.split()[1]] for v in sizes if v]
+                if len(values) > 5 and values == sorted(values, reverse=descending):
+                    return sizes
+            raise AssertionError(f"not sorted by value: {sizes}")
+
+        sorted_sizes(descending=False)
+        drv.execute_script("window._th.querySelector('.dt-column-order').click();")
+        sizes = sorted_sizes(descending=True)
+        assert len({v.split()[1] for v in sizes}) > 1, sizes  # "9.0 KiB" < "5.4 MiB" as text
         memory_labels = drv.execute_script(
             "const h = document.getElementById('kdnb-memory'); let n = h.nextElementSibling, out = [];"
             " while (n && n.tagName !== 'H2') { n.querySelectorAll('tbody tr td:first-child')"

@@ -63,6 +63,29 @@ def test_table_alignment_and_no_index():
     assert '<td class="kdnb-num">17.400000</td>' in html
 
 
+def test_sizes_addresses_and_seconds_sort_by_value(dump):
+    """A click on "size" sorts 2 KiB before 1 MiB: each such column sorts by a hidden key."""
+    df = pd.DataFrame({"name": ["a", "b", "c"], "size": [1 << 20, 2048, 512 << 20],
+                       "address": pd.array([0xffff8d1801248000, 0x10, 0xffffffff81000000], "UInt64"),
+                       "age": pd.to_timedelta([2.5, 30.0, 0.001], unit="s")})
+    shown, opts = tables.datatable_frame(df)
+    assert list(shown.columns[:4]) == ["name", "size", "address", "age"]
+    order = {d["targets"][0]: d["orderData"][0] for d in opts["columnDefs"] if "orderData" in d}
+    assert set(order) == {1, 2, 3}
+    for col, key in order.items():
+        text, values = shown.iloc[:, col].tolist(), shown.iloc[:, key].tolist()
+        by_value = [t for _, t in sorted(zip(values, text))]
+        raw = df.iloc[:, col]
+        want = [shown.iloc[i, col] for i in sorted(range(3), key=lambda i: raw.iloc[i])]
+        assert by_value == want, (shown.columns[col], text, values)
+    hidden = [d for d in opts["columnDefs"] if d.get("visible") is False]
+    assert {d["targets"][0] for d in hidden} == set(order.values())
+    html = tables.itable_html(df)
+    assert "orderData" in html and "_sort_1" in html
+    _, real = tables.datatable_frame(dump.slab.head(40))  # a real view goes through the same path
+    assert any("orderData" in d for d in real["columnDefs"])
+
+
 @pytest.fixture(scope="module", params=sample_dumps()[:2], ids=lambda p: p.parent.name)
 def dump(request):
     import kdnb

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .format import cell_html, display_frame, numeric_columns
+from .format import cell_html, column_kind, display_frame, is_na, numeric_columns, with_labels
 
 STATIC_ROWS = 20  # rows a reader without JavaScript sees
 
@@ -60,6 +60,39 @@ def datatable_options(df: pd.DataFrame, page_length: int = 15) -> dict:
                 autoWidth=False, columnDefs=defs)
 
 
+SORTED_BY_VALUE = ("hex", "size", "seconds")  # kinds whose text does not sort like the value
+
+
+def _sort_key(s: pd.Series, kind: str) -> list:
+    if kind == "hex":  # fixed width: sorts as text like the number
+        return ["" if is_na(v) else f"{int(v):016x}" for v in s]
+    if kind == "seconds":
+        return [None if is_na(v) else (v.total_seconds() if isinstance(v, pd.Timedelta) else float(v))
+                for v in s]
+    return [None if is_na(v) else float(v) for v in s]
+
+
+def datatable_frame(df: pd.DataFrame, page_length: int = 15) -> tuple[pd.DataFrame, dict]:
+    """The display copy of `df` and its DataTables options, with a hidden sort key after the
+    shown columns for each column whose text does not sort like its values (hex addresses,
+    "1.5 MiB", "2.300 s"): clicking such a column sorts by the value."""
+    shown = display_frame(df)
+    opts = datatable_options(df, page_length)
+    labelled = with_labels(df)
+    defs = []
+    for pos, col in enumerate(labelled.columns):
+        kind = column_kind(col, labelled.iloc[:, pos])
+        if kind not in SORTED_BY_VALUE:
+            continue
+        j = len(shown.columns)
+        shown.insert(j, f"_sort_{pos}", _sort_key(labelled.iloc[:, pos], kind), allow_duplicates=True)
+        defs += [{"targets": [pos], "orderData": [j]},
+                 {"targets": [j], "visible": False, "searchable": False,
+                  "type": "string" if kind == "hex" else "num"}]
+    opts["columnDefs"] = opts["columnDefs"] + defs
+    return shown, opts
+
+
 def itable_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_length: int = 15,
                 caption: str | None = None) -> str:
     """An itables table (searchable, sortable, paged) of the display copy of `df`.
@@ -69,8 +102,7 @@ def itable_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_
     """
     from itables import JavascriptFunction, to_html_datatable
 
-    shown = display_frame(df)
-    kwargs = datatable_options(df, page_length)
+    shown, kwargs = datatable_frame(df, page_length)
     kwargs["display_logo_when_loading"] = False
     if caption:
         kwargs["caption"] = caption

@@ -16,9 +16,8 @@ import pandas as pd
 
 from ._safe import attempt, get, note_html
 from .filters import LEVELS, TASK_STATES, LogFilter, SlabFilter, TaskChoice, TaskFilter, panic_mask
-from .format import display_frame
 from .render import html_of
-from .tables import TABLE_CSS, datatable_options, table_html
+from .tables import TABLE_CSS, datatable_frame, datatable_options, table_html
 from .plots import figure_html, log_rate, memory_breakdown, task_states_by_cpu, top_slab_caches
 from .sections_system import system_state
 
@@ -69,8 +68,8 @@ class _Table:
         self.frame = df
         shown = df.head(MAX_TABLE_ROWS)
         if self.itable is not None:
-            self.itable.update(display_frame(shown), selected_rows=[],
-                               **datatable_options(shown, self.page_length))
+            frame, options = datatable_frame(shown, self.page_length)
+            self.itable.update(frame, selected_rows=[], **options)
         else:
             set_html(self.widget, TABLE_CSS + table_html(shown, interactive=False),
                      f"{len(df)} rows")
