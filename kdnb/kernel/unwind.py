@@ -17,10 +17,12 @@ instruction targets the current function. Frames found that way are flagged unre
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
 
 from ..errors import KdnbError
+from .stack_pages import StackReader
+from .unwind_frames import Backtrace, Frame, Regs
 from .unwind_orc import (FP_ENTRY, REG_BP, REG_BP_INDIRECT, REG_DI, REG_DX, REG_PREV_SP, REG_R10,
                          REG_R13, REG_SP, REG_SP_INDIRECT, REG_UNDEFINED, TYPE_CALL,
                          TYPE_END_OF_STACK, TYPE_REGS, TYPE_REGS_PARTIAL, TYPE_UNDEFINED, LAYOUT_6_3,
@@ -37,7 +39,6 @@ IRET_FRAME_OFFSET = 8 * PT_REGS.index("ip")  # the hardware iret frame: ip cs fl
 IRET_FRAME_SIZE = PT_REGS_SIZE - IRET_FRAME_OFFSET
 _PT_REGS = struct.Struct(f"<{len(PT_REGS)}Q")
 _IRET = struct.Struct("<5Q")
-_U64 = struct.Struct("<Q")
 # NT_PRSTATUS (user_regs_struct) names -> pt_regs names
 PRSTATUS_TO_PT_REGS = {"r15": "r15", "r14": "r14", "r13": "r13", "r12": "r12", "rbp": "bp",
                        "rbx": "bx", "r11": "r11", "r10": "r10", "r9": "r9", "r8": "r8",
@@ -51,49 +52,6 @@ THREAD_SIZE = 16384  # x86_64 without KASAN (32 KiB with it)
 IRQ_STACK_SIZE = 16384
 MAX_FRAMES = 128
 SCAN_SLOTS = 512  # how far (in longs) a return-address scan looks up the stack
-PAGE = 4096
-STACK_PAGES_CACHED = 4096  # 16 MiB: a few hundred stacks and the code pages call sites are read from
-
-KINDS = ("normal", "exception", "interrupt", "user")
-
-
-@dataclass
-class Frame:
-    """One frame: its pc and stack pointer, how the pc was found."""
-
-    pc: int
-    sp: int
-    kind: str = "normal"  # normal, exception, interrupt, user
-    exact: bool = True  # pc is an exact instruction (start, or from pt_regs), not a return address
-    method: str = "orc"  # start, orc, regs, fp, scan
-    reliable: bool = True
-
-
-@dataclass
-class Backtrace:
-    """The frames of one stack, innermost first, and why the walk ended."""
-
-    frames: list[Frame] = field(default_factory=list)
-    reason: str = ""
-    complete: bool = False  # ended at user mode or the end of the kernel stack
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-
-@dataclass
-class Regs:
-    """A register set: a pt_regs on the stack (address known) or NT_PRSTATUS values."""
-
-    values: dict[str, int]
-    full: bool = True
-    address: int | None = None
-
-    @property
-    def user_mode(self) -> bool:
-        return bool(self.values.get("cs", 0) & 3)
-
-
 @dataclass
 class _State:
     ip: int
@@ -102,48 +60,6 @@ class _State:
     signal: bool
     regs: Regs | None = None
     prev_regs: Regs | None = None
-
-
-class StackReader:
-    """Page-cached reads of kernel memory (stacks are read a long at a time); the cache keeps the
-    `capacity` pages read last (first in, first out), not every stack of the dump."""
-
-    def __init__(self, read: Callable[[int, int], bytes], capacity: int = STACK_PAGES_CACHED) -> None:
-        self._read = read
-        self._pages: dict[int, bytes | KdnbError] = {}
-        self.capacity = capacity
-
-    def page(self, addr: int) -> bytes:
-        base = addr & ~(PAGE - 1)
-        data = self._pages.get(base)
-        if data is None:
-            try:
-                data = self._read(base, PAGE)
-            except KdnbError as exc:
-                data = exc
-            if len(self._pages) >= self.capacity:
-                del self._pages[next(iter(self._pages))]
-            self._pages[base] = data
-        if isinstance(data, KdnbError):
-            raise data
-        return data
-
-    def read(self, addr: int, size: int) -> bytes:
-        off = addr & (PAGE - 1)
-        if off + size <= PAGE:
-            return self.page(addr)[off:off + size]
-        out = b""
-        while size > 0:
-            chunk = min(size, PAGE - (addr & (PAGE - 1)))
-            out += self.page(addr)[addr & (PAGE - 1):(addr & (PAGE - 1)) + chunk]
-            addr, size = addr + chunk, size - chunk
-        return out
-
-    def u64(self, addr: int) -> int:
-        off = addr & (PAGE - 1)
-        if off <= PAGE - 8:
-            return _U64.unpack_from(self.page(addr), off)[0]
-        return _U64.unpack(self.read(addr, 8))[0]
 
 
 class _Stop(Exception):

@@ -65,6 +65,8 @@ class Load:
 class CoreMemory:
     """The headers, notes and PT_LOADs of an x86_64 ELF process core, and reads by address."""
 
+    UNMAPPED = "not mapped in the process"  # why an address outside every load has no bytes
+
     def __init__(self, source: CoreSource) -> None:
         self.source = source
         self.path = source.path
@@ -137,7 +139,7 @@ class CoreMemory:
         while size > 0:
             ld = self.load_at(addr)
             if ld is None:
-                raise NotInCore(addr, "not mapped in the process", self.path)
+                raise NotInCore(addr, self.UNMAPPED, self.path)
             rel = addr - ld.vaddr
             if rel >= ld.filesz:
                 raise NotInCore(addr, f"mapped ({ld.perms}) but its bytes were not dumped "

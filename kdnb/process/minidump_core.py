@@ -12,62 +12,36 @@ PT_LOAD segments when the file is found) plus the captured ranges, and an addres
 
 from __future__ import annotations
 
-import bisect
 import os
-import struct
 from dataclasses import replace
 from functools import cached_property
 
-from .. import bounds
 from ..dump.notes import PR_REG_NAMES
 from .core import Core, Signal
 from .images import Binaries, Image, _debug_file, _file_layout, _match_file, open_elf
 from .mappings import Mapping, explain_address
-from .memory import PF_X, Load, NotInCore
+from .memory import PF_X, CoreMemory, Load
 from .minidump import MinidumpStreams, parse
 from .notes import ProcessNotes, PrStatus, SigInfo
 from .source import CoreSource
 
-READ_MAX = 1 << 30
 VDSO_NAMES = ("linux-vdso.so.1", "linux-gate.so.1", "[vdso]")
 
 
-class MinidumpMemory:
-    """Reads of the memory ranges a minidump captured (the threads' stacks and any others)."""
+class MinidumpMemory(CoreMemory):
+    """Reads of the memory ranges a minidump captured (the threads' stacks and any others), as
+    CoreMemory reads PT_LOADs: each range is a load whose bytes are all in the file."""
+
+    UNMAPPED = ("not captured in the minidump (it holds the threads' stacks and the memory its "
+                "writer chose, not the whole process)")
 
     def __init__(self, source: CoreSource, streams: MinidumpStreams) -> None:
+        # no super().__init__(): that parses an ELF core's program headers
         self.source, self.path = source, source.path
         self.problems: list[str] = list(streams.problems)
         self.truncated = False
         self.loads = [Load(i, r.start, r.size, r.rva, r.size, 0) for i, r in enumerate(streams.ranges)]
         self._starts = [ld.vaddr for ld in self.loads]
-
-    def load_at(self, addr: int) -> Load | None:
-        """The captured range that holds `addr`, or None."""
-        i = bisect.bisect_right(self._starts, addr) - 1
-        return self.loads[i] if i >= 0 and addr < self.loads[i].end else None
-
-    def present(self, addr: int) -> bool:
-        """Whether the minidump holds the byte at `addr`."""
-        return self.load_at(addr) is not None
-
-    def read(self, addr: int, size: int) -> bytes:
-        """`size` bytes at `addr`; NotInCore when a byte was not captured."""
-        bounds.in_range(size, "read size", 0, READ_MAX, self.path)
-        out = []
-        while size > 0:
-            ld = self.load_at(addr)
-            if ld is None:
-                raise NotInCore(addr, "not captured in the minidump (it holds the threads' stacks and "
-                                "the memory its writer chose, not the whole process)", self.path)
-            n = min(size, ld.end - addr)
-            out.append(self.source.pread(n, ld.offset + addr - ld.vaddr))
-            addr, size = addr + n, size - n
-        return b"".join(out)
-
-    def u64(self, addr: int) -> int:
-        """One little-endian 64-bit word."""
-        return struct.unpack("<Q", self.read(addr, 8))[0]
 
 
 def _regs(context: dict[str, int]) -> dict[str, int | None]:
@@ -136,7 +110,7 @@ class Minidump(Core):
                 "modules": len(st.modules), "memory_ranges": len(st.ranges),
                 "captured_bytes": sum(r.size for r in st.ranges), "written": st.time,
                 "kernel": st.system.get("release"), "os": st.system.get("os"),
-                **{k: v for k, v in st.crashpad.items()}, "problems": self.problems}
+                **st.crashpad, "problems": self.problems}
 
     def facts(self) -> list[tuple[str, str]]:
         """The minidump itself in a few labelled lines (for `kdnb info` and the report)."""

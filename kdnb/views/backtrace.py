@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pandas as pd
 
 from ..errors import KdnbError
-from ..kernel.unwind import KINDS, Backtrace
+from ..kernel.unwind_frames import KINDS, Backtrace
 from .stackwalk import (CRASH_FUNCTIONS, Stack, StackContext, collect_stacks, context, panic_cpu,
                         source_function, unwind_cpu)
 

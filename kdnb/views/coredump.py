@@ -36,15 +36,11 @@ def has_coredump(dump: "Dump") -> bool:
     return False
 
 
-def _exec_state_dumpable(dump: "Dump", task: int) -> int | None:
+def _exec_state_dumpable(dump: "Dump", task: int) -> int:
     """The dumpable state kept in `task->exec_state->dumpable` (enum task_dumpable), where 7.x
-    keeps it; None on kernels whose task_struct has no exec_state (the state is in mm->flags)."""
+    keeps it."""
     k = dump.kernel
-    t = k.type("struct task_struct")
-    if not t.has_member("exec_state"):
-        return None
-    # 7.x moved the dumpable state out of mm->flags into a per-task struct task_exec_state
-    es = k.read_u64(task + t.offsetof("exec_state"))
+    es = k.read_u64(task + k.type("struct task_struct").offsetof("exec_state"))
     if not es:
         raise KdnbError(f"{dump.path}: task {task:#x} has a NULL exec_state")
     value = k.read_u32(es + k.type("struct task_exec_state").offsetof("dumpable"))
@@ -104,9 +100,8 @@ def task_coredump_state(dump: "Dump", pid: int) -> dict[str, Any]:
     mm = attempt("mm", lambda: mm_of(k, task))
     flags = attempt("mm->flags", lambda: k.read_u64(mm + k.type("struct mm_struct").offsetof("flags"))) \
         if mm else None
-    in_task = attempt("exec_state->dumpable", lambda: _exec_state_dumpable(dump, task))
-    if k.type("struct task_struct").has_member("exec_state"):
-        out["dumpable"] = in_task
+    if t.has_member("exec_state"):  # 7.x moved the dumpable state out of mm->flags
+        out["dumpable"] = attempt("exec_state->dumpable", lambda: _exec_state_dumpable(dump, task))
     else:
         out["dumpable"] = flags & MMF_DUMPABLE_MASK if flags is not None else None
     out["coredump_filter"] = (flags >> MMF_DUMP_FILTER_SHIFT) & MMF_DUMP_FILTER_MASK \

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import pandas as pd
 
 from ..errors import KdnbError
-from ..kernel.unwind import Backtrace, Unwinder
+from ..kernel.unwind import Unwinder
+from ..kernel.unwind_frames import Backtrace
 from ..kernel.unwind_orc import LAYOUT_6_3, OrcTables, read_orc_tables
 
 if TYPE_CHECKING:  # pragma: no cover
