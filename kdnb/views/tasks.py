@@ -1,7 +1,8 @@
 """`Dump.tasks`: every thread of every process plus each CPU's idle task (crash `ps`).
 
 The process list (`init_task.tasks`) and each thread group's list are walked by hand over the bytes
-of each `task_struct`, read once per task with a precomputed layout (no per-field reads). A task
+of each `task_struct`, read once per task: the walk unpacks only the list pointers, and the columns
+are decoded in batches with numpy (tasks_columns.py), not field by field in Python. A task
 that is not in the dump stops a forward walk; the walk then resumes backwards from the list head
 (the lists are doubly linked), and every parent's `children` list is walked too, so a task is
 lost only when its own task_struct is missing or every list leading to it is cut.
@@ -9,47 +10,26 @@ lost only when its own task_struct is missing or every list leading to it is cut
 
 from __future__ import annotations
 
-import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..errors import KdnbError
-from .common import Gaps, fitting, online_cpus, read_or_none, read_u64
+from .common import Gaps, online_cpus, read_or_none, read_u64
+from .tasks_columns import MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, STATE_CHARS, TaskColumns, \
+    task_state_char, tasks_dataframe
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
     from ..kernel.kernel import Kernel
 
-STATE_CHARS = ["R", "S", "D", "T", "t", "X", "Z", "P", "I"]
-# include/linux/sched.h task state bits (unchanged from 5.14 to 6.12)
-TASK_INTERRUPTIBLE = 0x1
-TASK_UNINTERRUPTIBLE = 0x2
-TASK_REPORT = 0x7F  # INTERRUPTIBLE|UNINTERRUPTIBLE|STOPPED|TRACED|EXIT_DEAD|EXIT_ZOMBIE|PARKED
-TASK_NOLOAD = 0x400
-TASK_IDLE = TASK_UNINTERRUPTIBLE | TASK_NOLOAD
-TASK_REPORT_IDLE = 0x80
-TASK_RTLOCK_WAIT = 0x1000
-TASK_FROZEN = 0x8000  # since 6.1 (f5d39b020809 "freezer,sched: Rewrite core freezer logic")
-PF_KTHREAD = 0x00200000
-POLICIES = ["NORMAL", "FIFO", "RR", "BATCH", "ISO", "IDLE", "DEADLINE", "EXT"]
-MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES = 0, 1, 3
+__all__ = ["COLUMNS", "STATE_CHARS", "task_state_char", "tasks_frame"]
 MAX_TASKS = 1 << 22
 
 COLUMNS = ["pid", "tgid", "ppid", "comm", "state", "state_raw", "flags", "is_kthread", "cpu",
            "is_current", "prio", "policy", "start_time", "last_run", "utime", "stime", "rss_pages",
            "address"]
-
-
-def task_state_char(state: int, exit_state: int) -> str:
-    """The /proc state letter, as fs/proc/array.c's task_state_array[__task_state_index()]."""
-    report = (state | exit_state) & TASK_REPORT
-    if state & TASK_IDLE == TASK_IDLE:
-        report = TASK_REPORT_IDLE
-    if state & (TASK_RTLOCK_WAIT | TASK_FROZEN):
-        report = TASK_UNINTERRUPTIBLE
-    return STATE_CHARS[report.bit_length()]
 
 
 class _TaskReader:
@@ -68,17 +48,23 @@ class _TaskReader:
         sig_t = kernel.type("struct signal_struct")
         self.thread_head_off = sig_t.offsetof("thread_head") if sig_t.has_member("thread_head") else None
         thread_link = "thread_node" if self.thread_head_off is not None else "thread_group"
-        fields = ["pid", "tgid", "comm", state, "exit_state", "flags", cpu, "prio", "policy",
-                  "start_time", "sched_info.last_arrival", "utime", "stime", "mm", "real_parent",
-                  "tasks.next", "tasks.prev", "signal", f"{thread_link}.next", f"{thread_link}.prev", "children.next", "children.prev",
-                  "sibling.next", "sibling.prev"]
+        members = {"pid": "pid", "tgid": "tgid", "comm": "comm", "state": state,
+                   "exit_state": "exit_state", "flags": "flags", "cpu": cpu, "prio": "prio",
+                   "policy": "policy", "start_time": "start_time",
+                   "last_run": "sched_info.last_arrival", "utime": "utime", "stime": "stime",
+                   "mm": "mm", "real_parent": "real_parent"}
         # 6.2 f1a7941243c1 replaced the SPLIT_RSS_COUNTING per-task cache (task->rss_stat)
-        self.task_rss = t.has_member("rss_stat.count")
-        if self.task_rss:
-            self.nr_task_rss = t.member("rss_stat.count").type.strip().length
-            fields += [f"rss_stat.count[{i}]" for i in range(self.nr_task_rss)]
-        self.layout = kernel.layout(t, fields)
-        self.size = self.layout.size
+        self.rss_fields: list[str] = []
+        if t.has_member("rss_stat.count"):
+            nr = t.member("rss_stat.count").type.strip().length
+            members.update({f"rss{i}": f"rss_stat.count[{i}]" for i in range(nr)})
+            self.rss_fields = [f"rss{i}" for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES) if i < nr]
+        self.columns = TaskColumns(t, members)
+        # the walk's pointers, unpacked per task (tuple positions: NEXT ... SIB_PREV below)
+        self.links = kernel.layout(t, ["tasks.next", "tasks.prev", "signal", f"{thread_link}.next",
+                                       f"{thread_link}.prev", "children.next", "children.prev",
+                                       "sibling.next", "sibling.prev"])
+        self.size = max(self.columns.size, self.links.size)
         self.tasks_off = t.offsetof("tasks")
         self.thread_off = t.offsetof(thread_link)
         self.tgid_off = t.offsetof("tgid")
@@ -89,7 +75,8 @@ class _TaskReader:
         self.order: list[int] = []
 
     def read(self, address: int) -> tuple | None:
-        """The layout values of the task at `address` (cached), or None when unreadable."""
+        """The list pointers of the task at `address` (cached), or None when unreadable; its
+        columns go to `self.columns`."""
         row = self.rows.get(address)
         if row is not None or address in self.failed:
             return row
@@ -97,16 +84,14 @@ class _TaskReader:
         if data is None:
             self.failed.add(address)
             return None
-        row = self.layout.unpack(data)
+        row = self.links.unpack(data)
         self.rows[address] = row
         self.order.append(address)
+        self.columns.add(data)
         return row
 
-    # tuple positions of the layout fields
-    PID, TGID, COMM, STATE, EXIT, FLAGS, CPU, PRIO, POLICY, START, ARRIVAL, UTIME, STIME, MM, \
-        PARENT, NEXT, PREV, SIGNAL, THREAD_NEXT, THREAD_PREV, CHILD_NEXT, CHILD_PREV, \
-        SIB_NEXT, SIB_PREV = range(24)
-    FIRST_RSS = 24
+    # tuple positions of the link fields
+    NEXT, PREV, SIGNAL, THREAD_NEXT, THREAD_PREV, CHILD_NEXT, CHILD_PREV, SIB_NEXT, SIB_PREV = range(9)
 
 
 def _walk_ring(r: _TaskReader, head: int, first_next: int, first_prev: int, link_off: int,
@@ -214,56 +199,6 @@ def _runqueues(k: "Kernel", gaps: Gaps) -> list[tuple[int, int, int]]:
     return out
 
 
-class _Rss:
-    """Resident pages of an mm: file + anon + shmem counters (mm_struct.rss_stat)."""
-
-    def __init__(self, k: "Kernel", gaps: Gaps) -> None:
-        self.k = k
-        self.gaps = gaps
-        mm_t = k.type("struct mm_struct")
-        m = mm_t.member("rss_stat")
-        self.off = m.offset
-        rt = m.type.strip()
-        # 6.2 f1a7941243c1: `struct percpu_counter rss_stat[NR_MM_COUNTERS]` (was struct mm_rss_stat)
-        self.percpu = rt.kind == "array"
-        if self.percpu:
-            pc = rt.target.strip()
-            self.stride = pc.size
-            self.count_off = pc.offsetof("count")
-            self.counters_off = pc.offsetof("counters")
-            self.size = rt.size
-            self.cpus = online_cpus(k)
-        else:
-            self.size = rt.size
-        self.cache: dict[int, int | None] = {}
-
-    def pages(self, mm: int) -> int | None:
-        if mm in self.cache:
-            return self.cache[mm]
-        value = None
-        data = read_or_none(self.k, mm + self.off, self.size, self.gaps, "mm_struct.rss_stat")
-        if data is not None:
-            try:
-                value = sum(self._counter(data, i) for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES))
-            except KdnbError as exc:
-                self.gaps.note(f"per-CPU rss counters of mm {mm:#x}", mm, exc)
-        self.cache[mm] = value
-        return value
-
-    def _counter(self, data: bytes, i: int) -> int:
-        if not self.percpu:
-            return struct.unpack_from("<q", data, 8 * i)[0]
-        base = i * self.stride
-        (count,) = struct.unpack_from("<q", data, base + self.count_off)
-        (counters,) = struct.unpack_from("<Q", data, base + self.counters_off)
-        if counters:
-            offs = self.k.per_cpu_offsets
-            for cpu in self.cpus:
-                addr = (counters + int(offs[cpu])) & 0xFFFFFFFFFFFFFFFF
-                count += struct.unpack("<i", self.k.read(addr, 4))[0]
-        return count
-
-
 def tasks_frame(dump: "Dump") -> pd.DataFrame:
     """The tasks DataFrame (columns: see COLUMNS and the issue)."""
     k = dump.kernel
@@ -282,97 +217,12 @@ def tasks_frame(dump: "Dump") -> pd.DataFrame:
                 r.read(t)
     current = {curr for _cpu, curr, _idle in rqs if curr}
     idle_tasks = {idle for _cpu, _curr, idle in rqs if idle}
-    addresses = [a for a in r.order if a != init_task or init_task in idle_tasks]
-    df = _frame(k, r, addresses, current, gaps)
+    keep = np.array([a != init_task or init_task in idle_tasks for a in r.order], dtype=bool)
+    df = tasks_dataframe(k, r.columns.records(), r.order, keep, current, r.tgid_off, r.rss_fields,
+                         gaps)
     # what the walk found, for capture validation: processes on init_task.tasks itself (the
     # rest came through children lists), task_structs that could not be read, CPUs seen
     df.attrs["kdnb"] = {**df.attrs.get("kdnb", {}), "walk": {
         "list": "init_task.tasks", "entries": len(leaders), "unreadable": len(r.failed),
         "cpus": [cpu for cpu, _curr, _idle in rqs]}}
     return gaps.attach(df, "tasks")
-
-
-def _frame(k: "Kernel", r: _TaskReader, addresses: list[int], current: set[int],
-           gaps: Gaps) -> pd.DataFrame:
-    rows = r.rows
-    R = _TaskReader
-    tgid_of = {a: row[R.TGID] for a, row in rows.items()}
-    rss = _Rss(k, gaps)
-    # SPLIT_RSS_COUNTING (<= 6.1): each thread caches deltas not yet folded into the mm counters
-    pending: dict[int, int] = {}
-    if r.task_rss:
-        for a in addresses:
-            row = rows[a]
-            if row[R.MM]:
-                delta = sum(row[R.FIRST_RSS + i] for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES)
-                            if i < r.nr_task_rss)
-                pending[row[R.MM]] = pending.get(row[R.MM], 0) + delta
-    out: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-    for a in addresses:
-        row = rows[a]
-        parent = row[R.PARENT]
-        ppid = tgid_of.get(parent)
-        if ppid is None and parent:
-            data = read_or_none(k, parent + r.tgid_off, 4, gaps, "parent task_struct")
-            ppid = struct.unpack("<i", data)[0] if data is not None else None
-        if row[R.PID] == 0 or parent == a:
-            ppid = 0
-        flags = row[R.FLAGS]
-        kthread = bool(flags & PF_KTHREAD)
-        mm = row[R.MM]
-        pages = None
-        if mm and not kthread:
-            pages = rss.pages(mm)
-            if pages is not None:
-                pages = max(pages + pending.get(mm, 0), 0)
-        policy = row[R.POLICY]
-        out["pid"].append(row[R.PID])
-        out["tgid"].append(row[R.TGID])
-        out["ppid"].append(ppid)
-        out["comm"].append(row[R.COMM])
-        out["state"].append(task_state_char(row[R.STATE], row[R.EXIT]))
-        out["state_raw"].append(row[R.STATE])
-        out["flags"].append(flags)
-        out["is_kthread"].append(kthread)
-        out["cpu"].append(row[R.CPU])
-        out["is_current"].append(a in current)
-        out["prio"].append(row[R.PRIO])
-        out["policy"].append(POLICIES[policy] if policy < len(POLICIES) else str(policy))
-        out["start_time"].append(row[R.START])
-        out["last_run"].append(row[R.ARRIVAL])
-        out["utime"].append(row[R.UTIME])
-        out["stime"].append(row[R.STIME])
-        out["rss_pages"].append(pages)
-        out["address"].append(a)
-    df = pd.DataFrame({
-        "pid": fitting(out["pid"], "Int32", "pid", gaps),
-        "tgid": fitting(out["tgid"], "Int32", "tgid", gaps),
-        "ppid": fitting(out["ppid"], "Int32", "ppid", gaps),
-        "comm": pd.Categorical(out["comm"]),
-        "state": pd.Categorical(out["state"], categories=STATE_CHARS),
-        "state_raw": fitting(out["state_raw"], "UInt32", "state_raw", gaps),
-        "flags": fitting(out["flags"], "UInt32", "flags", gaps),
-        "is_kthread": np.array(out["is_kthread"], dtype=bool),
-        "cpu": fitting(out["cpu"], "Int16", "cpu", gaps),
-        "is_current": np.array(out["is_current"], dtype=bool),
-        "prio": fitting(out["prio"], "Int16", "prio", gaps),
-        "policy": pd.Categorical(out["policy"], categories=sorted(set(POLICIES) | set(out["policy"]),
-                                                                  key=_policy_order)),
-        "start_time": _ns(out["start_time"]),
-        "last_run": _ns(out["last_run"]),
-        "utime": _ns(out["utime"]),
-        "stime": _ns(out["stime"]),
-        "rss_pages": fitting(out["rss_pages"], "Int64", "rss_pages", gaps),
-        "address": fitting(out["address"], "UInt64", "address", gaps),
-    })
-    df = df.sort_values(["pid", "cpu"], kind="stable").reset_index(drop=True)
-    return df
-
-
-def _policy_order(name: str) -> tuple[int, str]:
-    return (POLICIES.index(name), "") if name in POLICIES else (len(POLICIES), name)
-
-
-def _ns(values: list[int]) -> pd.Series:
-    arr = np.array(values, dtype=np.uint64).astype(np.int64)  # u64 nanoseconds
-    return pd.to_timedelta(arr, unit="ns")
