@@ -105,8 +105,9 @@ def _records_one_by_one(d: kdnb.Dump) -> list[tuple]:
     import struct
 
     from kdnb.views import log as L
+    from kdnb.views import log_records as R
 
-    k, off = d.kernel, L._Layout(d.vmcoreinfo)
+    k, off = d.kernel, R._Layout(d.vmcoreinfo)
     (prb,) = struct.unpack("<Q", k.read(off.prb, 8))
     ring = k.read(prb, off.rb_size)
     u32 = lambda o: struct.unpack_from("<I", ring, o)[0]
@@ -116,10 +117,10 @@ def _records_one_by_one(d: kdnb.Dump) -> list[tuple]:
     infos = k.read(u64(off.infos), count * off.info_size)
     data = k.read(u64(off.data), size)
     out = []
-    for rid in L._live_ids(u64(off.head_id), u64(off.tail_id), count).tolist():
+    for rid in R._live_ids(u64(off.head_id), u64(off.tail_id), count).tolist():
         db = (rid & (count - 1)) * off.desc_size
         (sv,) = struct.unpack_from("<Q", descs, db + off.state_var)
-        if sv >> 62 not in (1, 2) or sv & L.DESC_ID_MASK != rid & L.DESC_ID_MASK:
+        if sv >> 62 not in (1, 2) or sv & R.DESC_ID_MASK != rid & R.DESC_ID_MASK:
             continue
         (begin,) = struct.unpack_from("<Q", descs, db + off.lpos_begin)
         (nxt,) = struct.unpack_from("<Q", descs, db + off.lpos_next)

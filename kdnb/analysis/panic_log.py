@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from ..views.log_records import LogRecords
 
 # A line that starts a report, and the category it suggests.
 HEADLINES: list[tuple[re.Pattern[str], str]] = [
@@ -53,6 +56,8 @@ NEEDLES = ("Kernel panic - not syncing: ", "BUG: ", "general protection fault", 
            "WARNING: CPU: ", "Watchdog detected hard LOCKUP on cpu ", "INFO: ",
            " invoked oom-killer: ", "sysrq: Trigger a crash", "Machine check",
            "mce: [Hardware Error]")
+NEEDLES_RAW = tuple(n.encode("ascii") for n in NEEDLES)
+TS_LIMIT = 1 << 63  # Dump.log shows a ts_nsec from here on as NaT
 CPU_LINE = re.compile(r"^CPU: (?P<cpu>\d+) (UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>\S+)"
                       r"(?P<rest>.*)$")
 TAINT = re.compile(r"Tainted: (?P<letters>[A-Z ]+?) +\d+\.\d+")
@@ -121,25 +126,52 @@ def parse_panic_log(log: pd.DataFrame) -> PanicLog:
     texts = [str(t) for t in log["text"].tolist()]
     firsts = [t.split("\n", 1)[0] for t in texts]
     hits = _headline_lines(firsts)
+    if not hits:
+        return PanicLog([], None)
+    start = min(hits)
+    times = log["time"]
+    return _walk({i - start for i in hits}, log["seq"].tolist()[start:], texts[start:], firsts[start:],
+                 lambda i: times.iloc[start + i])
+
+
+def parse_panic_records(records: LogRecords) -> PanicLog:
+    """`parse_panic_log` of the log these records make, found in the undecoded text blob: only
+    the records from the first headline on are decoded (a crash report sits at the log's end)."""
+    hits = _record_hits(records)
+    if hits is None:  # overlapping text blocks (a corrupt ring): look at every decoded line
+        firsts = [t.split("\n", 1)[0] for t in records.texts()]
+        hits = _headline_lines(firsts)
+    if not hits:
+        return PanicLog([], None)
+    start = min(hits)
+    texts = records.texts(start)
+    ts = records.ts[start:].tolist()
+
+    def time(i: int) -> pd.Timedelta:  # as Dump.log's time column: NaT past 2^63 ns
+        return pd.NaT if ts[i] >= TS_LIMIT else pd.Timedelta(ts[i], unit="ns")
+
+    return _walk({i - start for i in hits}, records.seq[start:].tolist(), texts,
+                 [t.split("\n", 1)[0] for t in texts], time)
+
+
+def _walk(hits: set[int], seqs: list[int], texts: list[str], firsts: list[str],
+          time: Callable[[int], pd.Timedelta]) -> PanicLog:
+    """The reports of lines 0.. (line 0 the first headline; `hits` the headline lines)."""
     reports: list[Report] = []
     panic: Report | None = None
     current: Report | None = None
-    if not hits:
-        return PanicLog(reports, panic)
-    seqs = log["seq"].tolist()
-    times = log["time"]
-    for i in range(min(hits), len(texts)):
+    for i in range(len(texts)):
         seq, text, first = seqs[i], texts[i], firsts[i]
         started = None
         m = PANIC.match(first) if i in hits else None
         if m:
-            started = Report("panic", seq, times.iloc[i], first, {"msg": m.group("msg")})
+            started = Report("panic", seq, time(i), first, {"msg": m.group("msg")})
             panic = started
         elif i in hits:
             for pattern, category in HEADLINES:
                 hm = pattern.search(first)
                 if hm:
-                    started = Report(category, seq, times.iloc[i], first,
+                    started = Report(category, seq, time(i), first,
                                      {k: v for k, v in hm.groupdict().items() if v is not None})
                     break
         if started is not None:
@@ -153,6 +185,42 @@ def parse_panic_log(log: pd.DataFrame) -> PanicLog:
             if started is None or current is started:
                 _absorb(current, seq, text)
     return PanicLog(reports, panic)
+
+
+def _record_hits(records: LogRecords) -> set[int] | None:
+    """`_headline_lines` of the records' first lines, the needles searched in the raw blob (they
+    are ASCII, and UTF-8 decoding never turns an ASCII byte into anything else: a needle lies in
+    the bytes of a first line exactly when it lies in its text); None when text blocks overlap."""
+    blob, first, last = records.blob, records.first, records.last
+    filled = np.flatnonzero(last > first)
+    by_first = filled[np.argsort(first[filled], kind="stable")]
+    starts, ends = first[by_first], last[by_first]
+    if len(starts) > 1 and bool((starts[1:] < ends[:-1]).any()):
+        return None
+    found: list[int] = []
+    found_end: list[int] = []
+    for needle in NEEDLES_RAW:
+        at = blob.find(needle)
+        while at >= 0:
+            found.append(at)
+            found_end.append(at + len(needle))
+            at = blob.find(needle, at + 1)
+    if not found:
+        return set()
+    k = np.searchsorted(starts, np.array(found, dtype=np.int64), side="right") - 1
+    inside = (k >= 0) & (np.array(found_end, dtype=np.int64) <= ends[np.maximum(k, 0)])
+    line_end: dict[int, int] = {}  # record -> where its first line ends in the blob
+    candidates: set[int] = set()  # records with a needle inside their first line
+    for j in np.flatnonzero(inside).tolist():
+        rec = int(by_first[k[j]])
+        if rec not in line_end:
+            a, b = int(first[rec]), int(last[rec])
+            nl = blob.find(b"\n", a, b)
+            line_end[rec] = b if nl < 0 else nl
+        if found_end[j] <= line_end[rec]:
+            candidates.add(rec)
+    return {rec for rec in candidates
+            if _is_headline(blob[int(first[rec]):line_end[rec]].decode("utf-8", "replace"))}
 
 
 def _headline_lines(firsts: list[str]) -> set[int]:

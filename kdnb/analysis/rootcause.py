@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .oom import oom_evidence
-from .panic_log import PanicLog, Report, panic_reason, parse_panic_log
+from .panic_log import PanicLog, Report, panic_reason, parse_panic_log, parse_panic_records
 from .rootcause_culprit import (add_taints, culprit_of, log_evidence, memory_evidence,
                                 module_evidence, simple_chain)
 from .rootcause_io import explain_io
@@ -27,8 +27,7 @@ __all__ = ["CATEGORIES", "EXPLANATIONS", "Culprit", "RootCause", "root_cause"]
 def root_cause(dump: "Dump") -> RootCause:
     """Classify why the kernel died, name the culprit and gather the evidence."""
     an = Analysis(dump)
-    log = an.get("kernel log", lambda: dump.log)
-    plog = parse_panic_log(log) if log is not None else PanicLog([], None)
+    plog = _panic_log(an, dump)
     category, report = _classify(plog)
     culprit = culprit_of(an, category, report, plog)
     message = _message(plog, report)
@@ -60,6 +59,19 @@ def root_cause(dump: "Dump") -> RootCause:
         chain = simple_chain(category, culprit, plog, report)
     return RootCause(category, message, culprit, an.frame(), chain, confidence, alternatives,
                      an.notes)
+
+
+def _panic_log(an: Analysis, dump: "Dump") -> PanicLog:
+    """The crash reports of the log: from `dump.log` when it is already read, else from the
+    undecoded records (what `dump.log` would hold, without decoding and framing every line)."""
+    if "log" in vars(dump):  # the cached_property's value
+        log = an.get("kernel log", lambda: dump.log)
+        return parse_panic_log(log) if log is not None else PanicLog([], None)
+    from ..views.log_records import read_log_records
+
+    records = an.get("kernel log", lambda: read_log_records(dump.kernel.read, dump.kernel.log_vmcoreinfo(),
+                                                            dump.path))
+    return parse_panic_records(records) if records is not None else PanicLog([], None)
 
 
 # -- classification ------------------------------------------------------------------------
