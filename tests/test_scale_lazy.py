@@ -35,19 +35,24 @@ def rank(pfn: int) -> int:
     return pfn // BLOCK * RUN + min(pfn % BLOCK, RUN)
 
 
-def write_sparse_kdump(path: Path, ram_pages: int = RAM_PAGES) -> Path:
-    """A header version 6 kdump file: every pfn is RAM, the first RUN of each BLOCK stored raw."""
+def write_sparse_kdump(path: Path, ram_pages: int = RAM_PAGES, stored: np.ndarray | None = None,
+                       pages: dict[int, bytes] | None = None) -> Path:
+    """A header version 6 kdump file: every pfn is RAM, those with `stored` set (one uint8 per
+    pfn; by default the first RUN of each BLOCK) written raw, each at its own offset of a sparse
+    file; `pages` (pfn -> bytes, default page_of(pfn) for the MARKED pfns) are really written."""
     spec = Spec(pages={}, max_pfn=ram_pages)
     notes = notes_blob(spec)
     vmci = "".join(f"{k}={v}\n" for k, v in spec.vmcoreinfo.items()).encode()
     sub_blocks = -(-(104 + len(notes) + len(vmci)) // PAGE)
     half_blocks = -(-(ram_pages // 8) // PAGE)
     bm1 = np.full(half_blocks * PAGE, 0xFF, dtype=np.uint8)
-    bits = np.zeros(ram_pages, dtype=np.uint8)
-    bits.reshape(-1, BLOCK)[:, :RUN] = 1
+    if stored is None:
+        stored = np.zeros(ram_pages, dtype=np.uint8)
+        stored.reshape(-1, BLOCK)[:, :RUN] = 1
     bm2 = np.zeros(half_blocks * PAGE, dtype=np.uint8)
-    bm2[:ram_pages // 8] = np.packbits(bits, bitorder="little")
-    present = ram_pages // STRIDE
+    bm2[:ram_pages // 8] = np.packbits(stored, bitorder="little")
+    present = int(np.count_nonzero(stored))
+    rank_of = np.cumsum(stored, dtype=np.int64) - 1  # index of a stored pfn's descriptor
     desc_off = PAGE * (1 + sub_blocks + 2 * half_blocks)
     data_off = -(-(desc_off + PAGE_DESC.itemsize * present) // PAGE) * PAGE
     descs = np.zeros(present, dtype=PAGE_DESC)
@@ -70,9 +75,9 @@ def write_sparse_kdump(path: Path, ram_pages: int = RAM_PAGES) -> Path:
     sub[104 + len(notes):104 + len(notes) + len(vmci)] = vmci
     with open(path, "wb") as f:
         f.write(bytes(hdr) + bytes(sub) + bm1.tobytes() + bm2.tobytes() + descs.tobytes())
-        for pfn in MARKED:
-            f.seek(data_off + PAGE * rank(pfn))
-            f.write(page_of(pfn))
+        for pfn, data in (pages if pages is not None else {p: page_of(p) for p in MARKED if p < ram_pages}).items():
+            f.seek(data_off + PAGE * int(rank_of[pfn]))
+            f.write(data)
         f.truncate(data_off + PAGE * present)
     return path
 

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import KdnbError
@@ -71,20 +72,15 @@ class Context:
         """Pages per state and the ranges of the truncated, lost and excluded ones."""
         if "states" in self.memo:
             return self.memo["states"]
-        psz = self.reader.page_size
-        segs = self.reader.segments()
-        if self.is_elf and len(segs) > 1:
-            # the kernel text PT_LOAD maps memory the direct-map PT_LOADs also describe
-            direct = [s for s in segs if s.vaddr is None or s.vaddr < START_KERNEL_MAP]
-            if direct:
-                segs = direct
-        pages = {"present": 0, "excluded": 0, "truncated": 0, "lost": 0}
-        spans: dict[str, list[tuple[int, int]]] = {"truncated": [], "lost": [], "excluded": []}
-        for s in segs:
-            n = (s.end - s.start + psz - 1) // psz
-            pages[s.state] = pages.get(s.state, 0) + n
-            if s.state in spans:
-                spans[s.state].append((s.start, s.end))
+        table = self.reader.segments()
+        if self.is_elf and len(table) > 1 and table.vaddr is not None:
+            # the kernel text PT_LOAD maps memory the direct-map PT_LOADs also describe (a
+            # vaddr past 64 bits, not ok, is above the kernel map too)
+            direct = table.select((table.vaddr < np.uint64(START_KERNEL_MAP)) & table.vaddr_ok)
+            if len(direct):
+                table = direct
+        pages = table.pages_by_state(self.reader.page_size)
+        spans = {state: table.ranges(state) for state in ("truncated", "lost", "excluded")}
         self.memo["states"] = {"pages": pages, "ranges": spans}
         return self.memo["states"]
 

@@ -6,10 +6,11 @@ import os
 from typing import Sequence
 
 from ..errors import FormatError
-from .base import DumpReader, Segment
+from .base import DumpReader
 from .detect import sniff
 from .elf import ElfDump
 from .kdump import KdumpDump
+from .segtable import Segment, SegmentTable
 from .source import FlattenedSource, PlainSource
 from .split import SplitDump
 
@@ -47,4 +48,4 @@ def _open_one(path: str) -> DumpReader:
     return KdumpDump(FlattenedSource(path), "kdump-flattened")
 
 
-__all__ = ["open_dump", "DumpReader", "Segment"]
+__all__ = ["open_dump", "DumpReader", "Segment", "SegmentTable"]

@@ -7,20 +7,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import PageNotInDump
+from .segtable import SegmentTable
 
 PAGE_CACHE_PAGES = 8192  # decompressed pages kept (32 MiB of 4 KiB pages)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A run of consecutive physical pages in one state."""
-
-    start: int  # first physical address
-    end: int  # one past the last physical address
-    state: str  # present, excluded, truncated, lost
-    vaddr: int | None = None
-    file_offset: int | None = None
-    source: str = ""
 
 
 @dataclass
@@ -104,8 +93,9 @@ class DumpReader:
             return False
         return True
 
-    def segments(self) -> list[Segment]:
-        """Physical ranges and their state, consecutive pages of one state merged."""
+    def segments(self) -> SegmentTable:
+        """Physical ranges and their state, consecutive pages of one state merged (numpy
+        columns; iterating gives Segment rows)."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import bisect
 import os
-from dataclasses import dataclass
 
+import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from ..bounds import MAX_PHYSMEM_BITS, U64_MAX, count, vmcoreinfo_int
+from ..bounds import count, vmcoreinfo_int
 from ..errors import CorruptDump, FormatError, ImplausibleValue
-from .base import DumpReader, Segment
+from .base import DumpReader
+from .elf_loads import PT_NOTE, Loads, overlapping_pairs, load_segments, piece_index, plausible_loads, \
+    read_phdrs
 from .notes import NT_AUXV, NT_FILE, NT_PRPSINFO, is_qemu, parse_notes, parse_vmcoreinfo, \
     prstatus_notes, vmcoreinfo_note
+from .segtable import SegmentTable, checked_add
 
 ELF_FLAG_INCOMPLETE = 0x1  # makedumpfile -E sets e_flags bit 0 when it ran out of space
 USER_NOTE_TYPES = {NT_PRPSINFO, NT_AUXV, NT_FILE}
 PHDRS_MAX = 1 << 20  # /proc/vmcore has one PT_LOAD per RAM range; makedumpfile -E one per run
 NOTES_MAX = 1 << 26  # 64 MiB of notes: 8192 CPUs' PRSTATUS notes need ~3 MiB
-PHYS_LIMIT = 1 << MAX_PHYSMEM_BITS
 OVERLAP_SAMPLES = 8  # pages compared where two PT_LOADs describe the same physical memory
-
-
-@dataclass(frozen=True)
-class _Load:
-    index: int
-    paddr: int
-    vaddr: int
-    offset: int
-    filesz: int
-    memsz: int
 
 
 class ElfDump(DumpReader):
@@ -53,8 +44,9 @@ class ElfDump(DumpReader):
             ehdr = elf.header
             room = max(0, self.file_size - ehdr["e_phoff"]) // max(ehdr["e_phentsize"], 1)
             nph = count(elf.num_segments(), "ELF program header count", min(room, PHDRS_MAX), self.path)
-            phdrs = [elf.get_segment(i).header for i in range(nph)]
-        except ImplausibleValue:
+            ph = read_phdrs(self._file.fileno(), self.path, elf.elfclass, elf.little_endian,
+                            ehdr["e_phoff"], ehdr["e_phentsize"], nph)
+        except (ImplausibleValue, CorruptDump):
             raise
         except (ELFError, ValueError, OSError) as exc:
             raise CorruptDump(f"{self.path}: ELF headers unreadable ({exc})") from exc
@@ -67,30 +59,9 @@ class ElfDump(DumpReader):
         self.elfclass = elf.elfclass
         self._fd = self._file.fileno()
 
-        note_blob = b""
-        problems: list[str] = []
-        loads: list[_Load] = []
-        n_loads = 0
-        for ph in phdrs:
-            if ph["p_type"] == "PT_NOTE":
-                end = ph["p_offset"] + ph["p_filesz"]
-                if end > self.file_size:
-                    problems.append(f"PT_NOTE ends at {end:#x}, past the end of the file "
-                                    f"({self.file_size:#x})")
-                size = min(end, self.file_size, ph["p_offset"] + NOTES_MAX - len(note_blob)) - ph["p_offset"]
-                if size < ph["p_filesz"] and end <= self.file_size:
-                    problems.append(f"PT_NOTE of {ph['p_filesz']:#x} bytes: only the first "
-                                    f"{NOTES_MAX:#x} bytes of notes are read")
-                note_blob += os.pread(self._fd, max(size, 0), ph["p_offset"])
-            elif ph["p_type"] == "PT_LOAD":
-                load = _Load(n_loads, ph["p_paddr"], ph["p_vaddr"], ph["p_offset"],
-                             ph["p_filesz"], ph["p_memsz"])
-                n_loads += 1
-                why = _implausible(load)
-                if why:
-                    problems.append(f"PT_LOAD {load.index} ignored: {why}")
-                else:
-                    loads.append(load)
+        loads, load_problems = plausible_loads(ph)
+        note_blob, note_problems = self._read_notes(ph)
+        problems = [msg for _, msg in sorted(note_problems + load_problems, key=lambda p: p[0])]
         self.notes = parse_notes(note_blob, problems)
         raw = vmcoreinfo_note(self.notes)
         if raw is not None:
@@ -107,14 +78,15 @@ class ElfDump(DumpReader):
         except ImplausibleValue as exc:
             problems.append(f"{exc}; x86_64 pages of 4096 bytes assumed")
         self._loads = loads
-        self._build_index()
+        self._index = piece_index(loads)
+        self._last = (0, 0, -1)  # (start, end, offset) of the piece read last
         problems.extend(self._overlaps())
-        expected = max((ld.offset + ld.filesz for ld in loads), default=0)
+        expected = _expected_size(loads)
         truncated = self.file_size < expected
         if truncated:
             problems.append(f"file is {self.file_size} bytes but its PT_LOADs need {expected}")
         self.format = "qemu-elf" if qemu else ("elf64" if self.elfclass == 64 else "elf32")
-        self.max_pfn = max((ld.paddr + ld.memsz for ld in loads), default=0) // self.page_size
+        self.max_pfn = int((loads.paddr + loads.memsz).max(initial=0)) // self.page_size
         self.problems = problems
         self.header = {
             "format": self.format,
@@ -122,11 +94,11 @@ class ElfDump(DumpReader):
             "machine": ehdr["e_machine"],
             "e_flags": ehdr["e_flags"],
             "incomplete": bool(ehdr["e_flags"] & ELF_FLAG_INCOMPLETE),
-            "filtered": any(ld.memsz > ld.filesz for ld in loads),
+            "filtered": bool((loads.memsz > loads.filesz).any()),
             "truncated": truncated,
             "file_size": self.file_size,
             "expected_size": expected,
-            "pt_loads": n_loads,
+            "pt_loads": int((ph["type"] == 1).sum()),
             "nr_cpus": len(prstatus_notes(self.notes)),
             "qemu": qemu,
             "compression": "none",
@@ -134,21 +106,22 @@ class ElfDump(DumpReader):
             "problems": problems,
         }
 
-    def _build_index(self) -> None:
-        """Disjoint physical pieces (start, end, file offset or -1 for excluded, load)."""
-        pieces: list[tuple[int, int, int, _Load]] = []
-        for ld in sorted(self._loads, key=lambda x: (x.paddr, -x.filesz)):
-            present_end = ld.paddr + ld.filesz
-            parts = [(ld.paddr, present_end, ld.offset), (present_end, ld.paddr + ld.memsz, -1)]
-            for start, end, off in parts:
-                if pieces and start < pieces[-1][1]:  # overlaps an earlier load: keep the first
-                    if off >= 0:
-                        off += pieces[-1][1] - start
-                    start = pieces[-1][1]
-                if start < end:
-                    pieces.append((start, end, off, ld))
-        self._pieces = pieces
-        self._starts = [p[0] for p in pieces]
+    def _read_notes(self, ph: dict[str, np.ndarray]) -> tuple[bytes, list[tuple[int, str]]]:
+        """The PT_NOTE contents (up to NOTES_MAX bytes) and (header number, problem) pairs."""
+        blob = b""
+        problems: list[tuple[int, str]] = []
+        for row in np.flatnonzero(ph["type"] == PT_NOTE).tolist():
+            offset, filesz = int(ph["offset"][row]), int(ph["filesz"][row])
+            end = offset + filesz
+            if end > self.file_size:
+                problems.append((row, f"PT_NOTE ends at {end:#x}, past the end of the file "
+                                      f"({self.file_size:#x})"))
+            size = min(end, self.file_size, offset + NOTES_MAX - len(blob)) - offset
+            if size < filesz and end <= self.file_size:
+                problems.append((row, f"PT_NOTE of {filesz:#x} bytes: only the first "
+                                      f"{NOTES_MAX:#x} bytes of notes are read"))
+            blob += os.pread(self._fd, max(size, 0), offset)
+        return blob, problems
 
     def read_page(self, pfn: int) -> bytes:
         psz = self.page_size
@@ -157,10 +130,12 @@ class ElfDump(DumpReader):
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = []
         while size > 0:
-            i = bisect.bisect_right(self._starts, paddr) - 1
-            if i < 0 or paddr >= self._pieces[i][1]:
-                raise self._missing(paddr, "a hole: not in any PT_LOAD")
-            start, end, off, _ = self._pieces[i]
+            start, end, off = self._last
+            if not start <= paddr < end:
+                piece = self._index.find(paddr)
+                if piece is None:
+                    raise self._missing(paddr, "a hole: not in any PT_LOAD")
+                start, end, off = self._last = piece
             n = min(size, end - paddr)
             if off < 0:  # past p_filesz: zero by ELF rules (makedumpfile -E drops zero pages so)
                 out.append(bytes(n))
@@ -183,59 +158,42 @@ class ElfDump(DumpReader):
         /proc/vmcore repeats the kernel text range (its text-mapping PT_LOAD and a direct-map
         PT_LOAD describe the same pages): that overlap is fine when the contents agree."""
         problems: list[str] = []
-        reach: _Load | None = None  # the load reaching furthest so far, by paddr order
-        for ld in sorted(self._loads, key=lambda x: (x.paddr, -x.filesz)):
-            if reach is not None and ld.paddr < reach.paddr + reach.filesz and ld.filesz:
-                lo, hi = ld.paddr, min(ld.paddr + ld.filesz, reach.paddr + reach.filesz)
-                if not self._same_bytes(reach, ld, lo, hi):
-                    problems.append(f"PT_LOAD {ld.index} overlaps PT_LOAD {reach.index} at "
-                                    f"physical {lo:#x}-{hi:#x} with different contents "
-                                    f"(PT_LOAD {reach.index} is read there)")
-            if reach is None or ld.paddr + ld.filesz > reach.paddr + reach.filesz:
-                reach = ld
+        ld = self._loads
+        for row, earlier, lo, hi in overlapping_pairs(ld):
+            if not self._same_bytes(earlier, row, lo, hi):
+                a, b = int(ld.index[row]), int(ld.index[earlier])
+                problems.append(f"PT_LOAD {a} overlaps PT_LOAD {b} at physical {lo:#x}-{hi:#x} "
+                                f"with different contents (PT_LOAD {b} is read there)")
         return problems
 
-    def _same_bytes(self, a: _Load, b: _Load, lo: int, hi: int) -> bool:
-        """Whether a few evenly spread pages of [lo, hi) read the same through both loads."""
+    def _same_bytes(self, a: int, b: int, lo: int, hi: int) -> bool:
+        """Whether a few evenly spread pages of [lo, hi) read the same through loads a and b."""
         psz = self.page_size
+        ld = self._loads
+        base_a = int(ld.offset[a]) - int(ld.paddr[a])
+        base_b = int(ld.offset[b]) - int(ld.paddr[b])
         step = max(psz, (hi - lo) // OVERLAP_SAMPLES)
         for paddr in range(lo, hi, step):
             n = min(psz, hi - paddr)
-            if os.pread(self._fd, n, a.offset + paddr - a.paddr) != \
-                    os.pread(self._fd, n, b.offset + paddr - b.paddr):
+            if os.pread(self._fd, n, base_a + paddr) != os.pread(self._fd, n, base_b + paddr):
                 return False
         return True
 
-    def segments(self) -> list[Segment]:
-        segs = []
-        for ld in self._loads:
-            src = f"PT_LOAD {ld.index}"
-            present_end = ld.paddr + ld.filesz
-            avail = max(0, min(ld.filesz, self.file_size - ld.offset))
-            if avail:
-                segs.append(Segment(ld.paddr, ld.paddr + avail, "present", ld.vaddr, ld.offset, src))
-            if avail < ld.filesz:
-                segs.append(Segment(ld.paddr + avail, present_end, "truncated",
-                                    ld.vaddr + avail, ld.offset + avail, src))
-            if ld.memsz > ld.filesz:
-                segs.append(Segment(present_end, ld.paddr + ld.memsz, "excluded",
-                                    ld.vaddr + ld.filesz, None, src))
-        return segs
+    def segments(self) -> SegmentTable:
+        return load_segments(self._loads, self.file_size)
 
     def close(self) -> None:
         super().close()
         self._file.close()
 
 
-def _implausible(ld: _Load) -> str:
-    """Why a PT_LOAD cannot describe physical memory, or "" when it can."""
-    if ld.filesz > ld.memsz:
-        return f"p_filesz {ld.filesz:#x} > p_memsz {ld.memsz:#x}"
-    if ld.paddr + ld.memsz > PHYS_LIMIT:
-        return f"p_paddr {ld.paddr:#x} + p_memsz {ld.memsz:#x} is past the {MAX_PHYSMEM_BITS}-bit physical limit"
-    if ld.vaddr + ld.memsz > U64_MAX + 1:
-        return f"p_vaddr {ld.vaddr:#x} + p_memsz {ld.memsz:#x} wraps the address space"
-    return ""
+def _expected_size(loads: Loads) -> int:
+    """The file size the PT_LOADs need: the furthest p_offset + p_filesz."""
+    ends, fits = checked_add(loads.offset, loads.filesz)
+    expected = int(ends[fits].max(initial=0))
+    for row in np.flatnonzero(~fits).tolist():  # a header placed it past 2**64
+        expected = max(expected, int(loads.offset[row]) + int(loads.filesz[row]))
+    return expected
 
 
 def _phys_base(vmcoreinfo: dict[str, str], problems: list[str]) -> int | None:

@@ -9,10 +9,11 @@ import numpy as np
 
 from ..bounds import count, in_range, power_of_two, vmcoreinfo_int
 from ..errors import CorruptDump, ImplausibleValue
-from .base import DumpReader, PageCache, Segment
+from .base import DumpReader, PageCache
 from .codecs import DECOMPRESSORS, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_EXCLUDED_VMEMMAP, \
     compression_names
 from .notes import is_qemu, parse_notes, parse_vmcoreinfo, prstatus_notes, vmcoreinfo_note
+from .segtable import SegmentTable, from_page_codes
 from .source import PlainSource, read_exact
 
 SIGNATURES = (b"KDUMP   ", b"DISKDUMP")
@@ -28,7 +29,6 @@ DESC_BLOCK = 256  # page descriptors read per pread (6 KiB): neighbouring pages 
 DESC_BLOCKS_CACHED = 1024  # 6 MiB of descriptors, 256 Ki pages (1 GiB) of the dump
 NOTE_MAX = 1 << 24  # the ELF notes of 8192 CPUs take ~ 3 MiB
 VMCOREINFO_MAX = 1 << 20
-STATE_NAMES = ("hole", "present", "excluded", "truncated", "lost")
 
 
 def parse_disk_dump_header(raw: bytes, path: str) -> dict:
@@ -268,7 +268,7 @@ class KdumpDump(DumpReader):
 
     # -- segments ------------------------------------------------------------------------
     def page_states(self) -> np.ndarray:
-        """State code per page frame (index into STATE_NAMES), vectorised over the bitmaps in
+        """State code per page frame (index into segtable.STATE_NAMES), vectorised over the bitmaps in
         steps of STATE_CHUNK frames, so memory stays proportional to the frames described."""
         n = self.max_pfn
         codes = np.zeros(n, dtype=np.uint8)
@@ -301,8 +301,8 @@ class KdumpDump(DumpReader):
         got = len(raw) // DESC_SIZE
         return np.frombuffer(raw[:got * DESC_SIZE], dtype=PAGE_DESC)
 
-    def segments(self) -> list[Segment]:
-        return runs_to_segments(self.page_states(), self.page_size, base_pfn=0)
+    def segments(self) -> SegmentTable:
+        return from_page_codes(self.page_states(), self.page_size)
 
     def close(self) -> None:
         super().close()
@@ -310,20 +310,4 @@ class KdumpDump(DumpReader):
         self.source.close()
 
 
-def runs_to_segments(codes: np.ndarray, page_size: int, base_pfn: int = 0) -> list[Segment]:
-    """Merge consecutive page frames of one state into segments (holes dropped)."""
-    if len(codes) == 0:
-        return []
-    change = np.flatnonzero(np.diff(codes)) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [len(codes)]))
-    segs = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        code = int(codes[s])
-        if code:
-            segs.append(Segment((base_pfn + s) * page_size, (base_pfn + e) * page_size,
-                                STATE_NAMES[code], None, None, "bitmap"))
-    return segs
-
-
-__all__ = ["KdumpDump", "SIGNATURES", "runs_to_segments"]
+__all__ = ["KdumpDump", "SIGNATURES"]

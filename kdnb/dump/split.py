@@ -7,8 +7,9 @@ import bisect
 import numpy as np
 
 from ..errors import CorruptDump
-from .base import DumpReader, Segment
-from .kdump import KdumpDump, runs_to_segments
+from .base import DumpReader
+from .kdump import KdumpDump
+from .segtable import SegmentTable, from_page_codes
 
 
 class SplitDump(DumpReader):
@@ -64,13 +65,13 @@ class SplitDump(DumpReader):
             raise self._missing(pfn * self.page_size, "no file of the split set covers it")
         return part.read_page(pfn)
 
-    def segments(self) -> list[Segment]:
+    def segments(self) -> SegmentTable:
         codes = np.zeros(self.max_pfn, dtype=np.uint8)
         for part in self.parts:
             lo, hi = part.start_pfn, min(part.end_pfn, self.max_pfn)
             states = part.page_states()[lo:hi]  # a part's bitmap may end before its range does
             codes[lo:lo + len(states)] = states
-        return runs_to_segments(codes, self.page_size)
+        return from_page_codes(codes, self.page_size)
 
     def close(self) -> None:
         super().close()

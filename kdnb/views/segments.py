@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from ..bounds import U64_MAX
 from ..dump.base import DumpReader
-
-SEGMENT_STATES = ["present", "excluded", "truncated", "lost"]
+from ..dump.segtable import SEGMENT_STATES, SegmentTable
 
 
 def segments_frame(reader: DumpReader) -> pd.DataFrame:
-    """start, end (UInt64), pages (Int64), state (category), vaddr, file_offset, source."""
-    segs = reader.segments()
-    psz = reader.page_size
-    df = pd.DataFrame({
-        "start": _u64([s.start for s in segs]),
-        "end": _u64([s.end for s in segs]),
-        "pages": pd.array([(s.end - s.start + psz - 1) // psz for s in segs], dtype="Int64"),
-        "state": pd.Categorical([s.state for s in segs], categories=SEGMENT_STATES),
-        "vaddr": _u64([s.vaddr for s in segs]),
-        "file_offset": _u64([s.file_offset for s in segs]),
-        "source": pd.array([s.source for s in segs], dtype="string"),
-    })
-    return df
+    """start, end (UInt64), pages (Int64), state (category), vaddr, file_offset, source.
+
+    Built column by column from the reader's SegmentTable arrays: no Python object per row
+    except the source text."""
+    table = reader.segments()
+    n = len(table)
+    absent = np.zeros(n, dtype=bool)
+    return pd.DataFrame({
+        "start": _u64(table.start, absent=absent),
+        "end": _u64(table.end, absent=absent),
+        "pages": pd.arrays.IntegerArray(table.pages(reader.page_size), absent),
+        "state": pd.Categorical.from_codes(table.state.astype(np.int8) - 1, categories=SEGMENT_STATES),
+        "vaddr": _u64(table.vaddr, table.vaddr_ok, n),
+        "file_offset": _u64(table.file_offset, table.file_offset_ok, n),
+        "source": _sources(table),
+    }, copy=False)
 
 
-def _u64(values: list[int | None]) -> pd.arrays.IntegerArray:
-    """A UInt64 column; a value a header made negative or wider than 64 bits becomes NA."""
-    return pd.array([v if v is not None and 0 <= v <= U64_MAX else None for v in values], dtype="UInt64")
+def _u64(values: np.ndarray | None, ok: np.ndarray | None = None, n: int = 0,
+         absent: np.ndarray | None = None) -> pd.arrays.IntegerArray:
+    """A UInt64 column; NA where `ok` is False (a value a header made wider than 64 bits), all NA
+    when there are no values; `absent` is a shared all-False mask."""
+    if values is None:
+        return pd.arrays.IntegerArray(np.zeros(n, dtype=np.uint64), np.ones(n, dtype=bool))
+    mask = absent if ok is None else ~ok
+    return pd.arrays.IntegerArray(values.astype(np.uint64, copy=False), mask)
+
+
+def _sources(table: SegmentTable) -> pd.api.extensions.ExtensionArray:
+    """The source column as a "string" array, built by pyarrow when it stores the strings."""
+    dtype = pd.StringDtype()
+    n = len(table)
+    if dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if table.source_index is None:
+            arrow = pa.repeat(pa.scalar(table.source, pa.large_string()), n)
+        else:
+            numbers = pc.cast(pa.array(table.source_index), pa.string())
+            arrow = pc.binary_join_element_wise(table.source, numbers, " ")
+        return pd.array(arrow, dtype=dtype)
+    texts = np.full(n, table.source, dtype=object) if table.source_index is None else \
+        np.array([f"{table.source} {i}" for i in table.source_index.tolist()], dtype=object)
+    return pd.array(texts, dtype=dtype)
