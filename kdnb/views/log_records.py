@@ -22,6 +22,7 @@ DESC_COMMITTED, DESC_FINALIZED = 1, 2
 MAX_DESC_BITS = 24  # 16 M records: anything larger is a corrupt count_bits
 MAX_DATA_BITS = 31
 MAX_RING_BYTES = 1 << 30  # descriptors + infos + text: log_buf_len=128M takes ~ 600 MiB
+CHUNK_SLOTS = 1 << 13  # descriptors + infos read at a time: 8192 * (24 + 88) bytes on 6.1
 SEQ_LIMIT = 1 << 63  # seq is the key: a record without one below this is dropped
 
 Reader = Callable[[int, int], bytes]
@@ -169,8 +170,36 @@ def read_log_records(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -
 
 def _live_records(read: Reader, off: _Layout, descs_addr: int, infos_addr: int, ids: np.ndarray,
                   count: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The info columns and text lpos (begin, next) of the live records, oldest first."""
-    # only the slots from tail to head are read, in two pieces when they wrap past the last slot
+    """The info columns and text lpos (begin, next) of the live records, oldest first; the
+    slots are read CHUNK_SLOTS at a time into columns made once, so no whole descriptor or info
+    array, and no second copy of a column, is ever held."""
+    fields = _info_fields(off)
+    out = {key: np.empty(len(ids), dtype) for key, (_, dtype) in fields.items()}
+    out["begin"], out["next"] = np.empty(len(ids), np.uint64), np.empty(len(ids), np.uint64)
+    filled = 0
+    for c in range(0, len(ids), CHUNK_SLOTS):
+        chunk = _live_chunk(read, off, fields, descs_addr, infos_addr, ids[c:c + CHUNK_SLOTS], count)
+        n = len(chunk["begin"])
+        for key, values in chunk.items():
+            out[key][filled:filled + n] = values
+        filled += n
+    cols = {key: values[:filled] for key, values in out.items()}
+    cols["level"] = cols["level"] >> np.uint8(5)  # the top 3 bits of the flags:5 + level:3 byte
+    return cols, cols.pop("begin"), cols.pop("next")
+
+
+def _info_fields(off: _Layout) -> dict[str, tuple[int, str]]:
+    """The printk_info fields kept: offset and dtype of each."""
+    return {"seq": (off.seq, "<u8"), "ts": (off.ts, "<u8"), "text_len": (off.text_len, "<u2"),
+            "facility": (off.text_len + 2, "u1"), "level": (off.text_len + 3, "u1"),
+            "caller": (off.caller, "<u4"), "subsystem": (off.subsystem, f"S{off.subsystem_len}"),
+            "device": (off.device, f"S{off.device_len}")}
+
+
+def _live_chunk(read: Reader, off: _Layout, fields: dict[str, tuple[int, str]], descs_addr: int,
+                infos_addr: int, ids: np.ndarray, count: int) -> dict[str, np.ndarray]:
+    """The fields, begin and next of the live records among consecutive ids (at least one)."""
+    # only the slots of these ids are read, in two pieces when they wrap past the last slot
     # (they do from the start: the first record's id sits in the last slot)
     lo, span = int(ids[0]) & (count - 1), len(ids)
     descs, infos = (b"".join(_read(read, addr + a * size, (b - a) * size, what)
@@ -183,17 +212,10 @@ def _live_records(read: Reader, off: _Layout, descs_addr: int, infos_addr: int, 
     live = ((state == DESC_COMMITTED) | (state == DESC_FINALIZED)) & \
         ((state_var & np.uint64(DESC_ID_MASK)) == (ids & np.uint64(DESC_ID_MASK)))
     at = idx[live]  # ring slots of the live records, oldest first
-    begin = _column(descs, off.lpos_begin, off.desc_size, span)[at]
-    nxt = _column(descs, off.lpos_next, off.desc_size, span)[at]
-
-    def col(offset: int, dtype: str) -> np.ndarray:  # fancy indexing copies: infos can go
-        return _column(infos, offset, off.info_size, span, dtype)[at]
-
-    cols = {"seq": col(off.seq, "<u8"), "ts": col(off.ts, "<u8"), "text_len": col(off.text_len, "<u2"),
-            "facility": col(off.text_len + 2, "u1"), "level": col(off.text_len + 3, "u1") >> np.uint8(5),
-            "caller": col(off.caller, "<u4"), "subsystem": col(off.subsystem, f"S{off.subsystem_len}"),
-            "device": col(off.device, f"S{off.device_len}")}
-    return cols, begin, nxt
+    cols = {key: _column(infos, offset, off.info_size, span, dtype)[at] for key, (offset, dtype) in fields.items()}
+    cols["begin"] = _column(descs, off.lpos_begin, off.desc_size, span)[at]
+    cols["next"] = _column(descs, off.lpos_next, off.desc_size, span)[at]
+    return cols
 
 
 def _slot_runs(lo: int, span: int, count: int) -> list[tuple[int, int]]:
