@@ -10,7 +10,8 @@ lost only when its own task_struct is missing or every list leading to it is cut
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from array import array
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["COLUMNS", "STATE_CHARS", "task_state_char", "tasks_frame"]
 MAX_TASKS = 1 << 22
+NLINKS = 9  # list pointers kept per task (_TaskReader.NEXT ... SIB_PREV)
 
 COLUMNS = ["pid", "tgid", "ppid", "comm", "state", "state_raw", "flags", "is_kthread", "cpu",
            "is_current", "prio", "policy", "start_time", "last_run", "utime", "stime", "rss_pages",
@@ -70,28 +72,37 @@ class _TaskReader:
         self.tgid_off = t.offsetof("tgid")
         self.children_off = t.offsetof("children")
         self.sibling_off = t.offsetof("sibling")
-        self.rows: dict[int, tuple] = {}
+        self._index: dict[int, int] = {}  # task address -> its position in `order`
+        self._links = array("Q")  # the list pointers of every task read, NLINKS per task
         self.failed: set[int] = set()
         self.order: list[int] = []
 
-    def read(self, address: int) -> tuple | None:
+    def read(self, address: int) -> Sequence[int] | None:
         """The list pointers of the task at `address` (cached), or None when unreadable; its
         columns go to `self.columns`."""
-        row = self.rows.get(address)
-        if row is not None or address in self.failed:
-            return row
+        i = self._index.get(address)
+        if i is not None:
+            return self._links[i * NLINKS:(i + 1) * NLINKS]
+        if address in self.failed:
+            return None
         data = read_or_none(self.k, address, self.size, self.gaps, "task_struct")
         if data is None:
             self.failed.add(address)
             return None
         row = self.links.unpack(data)
-        self.rows[address] = row
+        self._index[address] = len(self.order)
         self.order.append(address)
+        self._links.extend(row)
         self.columns.add(data)
         return row
 
+    def row(self, address: int) -> Sequence[int]:
+        """The list pointers of a task already read."""
+        i = self._index[address]
+        return self._links[i * NLINKS:(i + 1) * NLINKS]
+
     # tuple positions of the link fields
-    NEXT, PREV, SIGNAL, THREAD_NEXT, THREAD_PREV, CHILD_NEXT, CHILD_PREV, SIB_NEXT, SIB_PREV = range(9)
+    NEXT, PREV, SIGNAL, THREAD_NEXT, THREAD_PREV, CHILD_NEXT, CHILD_PREV, SIB_NEXT, SIB_PREV = range(NLINKS)
 
 
 def _walk_ring(r: _TaskReader, head: int, first_next: int, first_prev: int, link_off: int,
@@ -139,7 +150,9 @@ def _walk_children(r: _TaskReader) -> None:
         if a in done:
             continue
         done.add(a)
-        row = r.rows[a]
+        row = r.row(a)
+        if row[r.CHILD_NEXT] == a + r.children_off:
+            continue  # no children
         before = len(r.order)
         _walk_ring(r, a + r.children_off, row[r.CHILD_NEXT], row[r.CHILD_PREV], r.sibling_off,
                    r.SIB_NEXT, r.SIB_PREV, f"children of task {a:#x}")
@@ -151,10 +164,12 @@ def _walk_children(r: _TaskReader) -> None:
 def _walk_threads(r: _TaskReader, leader: int) -> None:
     """Every thread of the leader's group (signal->thread_head, or the thread_group ring).
 
-    Walks forwards from the leader; when the list head (in signal_struct) is unreadable, walks
-    backwards from the leader to the head, which covers the rest of the ring.
+    Walks forwards from the leader; at the list head (in signal_struct) the walk is done when the
+    leader is the head's first entry (leader->prev is the head: the common case, no read of the
+    head), else it goes on from head->next; when the head is unreadable, it walks backwards from
+    the leader to the head, which covers the rest of the ring.
     """
-    row = r.rows[leader]
+    row = r.row(leader)
     head = None
     if r.thread_head_off is not None and row[r.SIGNAL]:
         head = row[r.SIGNAL] + r.thread_head_off
@@ -167,8 +182,8 @@ def _walk_threads(r: _TaskReader, leader: int) -> None:
                 r.gaps.note(f"NULL pointer in the thread list of task {leader:#x}")
                 return
             if node == head:
-                if direction == r.THREAD_PREV:
-                    return  # both halves of the ring seen
+                if direction == r.THREAD_PREV or row[r.THREAD_PREV] == head:
+                    return  # both halves of the ring seen, or the leader is the head's first entry
                 try:
                     node = read_u64(r.k, head)
                 except KdnbError:

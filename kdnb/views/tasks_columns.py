@@ -83,7 +83,7 @@ class TaskColumns:
 
     def add(self, data: bytes) -> None:
         """One more task_struct (its first `size` bytes)."""
-        self._buf += data[:self.size]
+        self._buf += data if len(data) == self.size else data[:self.size]
         self._count += 1
         if self._count == BATCH:
             self._flush()
