@@ -14,6 +14,7 @@ from .errors import KdnbError
 EXIT_ERROR = 3  # a KdnbError: not a dump, or a dump too damaged for the command
 EXIT_INTERNAL = 4  # an unexpected exception: a kdnb bug
 EXIT_INTERRUPTED = 130
+OWN_COMMANDS = ("info", "why", "report")  # defined here: they need no other module's parser
 
 
 def _dump_path(arg: str | None) -> str:
@@ -110,8 +111,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand; when `command` is one of OWN_COMMANDS, with
+    those only (the other modules' subcommands, some of them heavy to import, are not needed)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="kdnb", description="Linux kernel crash dump post-mortem kit")
@@ -120,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what a dump is: format, header, CPUs, coverage")
     info.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
     info.set_defaults(func=cmd_info)
+    if command not in OWN_COMMANDS:
+        _add_module_subparsers(sub)
+    why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
+    why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
+    why.add_argument("--json", action="store_true", help="machine-readable output")
+    why.set_defaults(func=cmd_why)
+    report = sub.add_parser("report", help="one offline HTML report on a dump")
+    report.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    report.add_argument("--include-memory", action="store_true",
+                        help="put raw memory bytes (each CPU's stack top) into the report")
+    report.add_argument("--journal", metavar="FILE", help="a process core's systemd-coredump journal "
+                        "entry (journalctl -o json COREDUMP_PID=PID > FILE)")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def _add_module_subparsers(sub: "argparse._SubParsersAction") -> None:
+    """The subcommands other modules define."""
     from .analysis import readiness_cli, validate_cli
     from .lab import cli as lab_cli
 
@@ -136,19 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     notebook_cli.add_subparser(sub)
     from .fleet import fleet_cli
     fleet_cli.add_subparser(sub)
-    why = sub.add_parser("why", help="why the kernel died: category, culprit, evidence")
-    why.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
-    why.add_argument("--json", action="store_true", help="machine-readable output")
-    why.set_defaults(func=cmd_why)
-    report = sub.add_parser("report", help="one offline HTML report on a dump")
-    report.add_argument("vmcore", nargs="?", help="dump file (default: the first bundled sample)")
-    report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
-    report.add_argument("--include-memory", action="store_true",
-                        help="put raw memory bytes (each CPU's stack top) into the report")
-    report.add_argument("--journal", metavar="FILE", help="a process core's systemd-coredump journal "
-                        "entry (journalctl -o json COREDUMP_PID=PID > FILE)")
-    report.set_defaults(func=cmd_report)
-    return parser
 
 
 def _one_line(text: object) -> str:
@@ -195,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = warnings.showwarning
     warnings.showwarning = _show_warning  # also for warnings while the parser is built
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
     finally:
         warnings.showwarning = saved
     return run_command(args.func, args)
