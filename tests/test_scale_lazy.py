@@ -36,13 +36,15 @@ def rank(pfn: int) -> int:
 
 
 def write_sparse_kdump(path: Path, ram_pages: int = RAM_PAGES, stored: np.ndarray | None = None,
-                       pages: dict[int, bytes] | None = None) -> Path:
+                       pages: dict[int, bytes] | None = None, notes: bytes | None = None,
+                       vmci: bytes | None = None) -> Path:
     """A header version 6 kdump file: every pfn is RAM, those with `stored` set (one uint8 per
     pfn; by default the first RUN of each BLOCK) written raw, each at its own offset of a sparse
-    file; `pages` (pfn -> bytes, default page_of(pfn) for the MARKED pfns) are really written."""
+    file; `pages` (pfn -> bytes, default page_of(pfn) for the MARKED pfns) are really written.
+    `notes` and `vmci` (a real dump's ELF notes and VMCOREINFO) replace the synthetic ones."""
     spec = Spec(pages={}, max_pfn=ram_pages)
-    notes = notes_blob(spec)
-    vmci = "".join(f"{k}={v}\n" for k, v in spec.vmcoreinfo.items()).encode()
+    notes = notes_blob(spec) if notes is None else notes
+    vmci = "".join(f"{k}={v}\n" for k, v in spec.vmcoreinfo.items()).encode() if vmci is None else vmci
     sub_blocks = -(-(104 + len(notes) + len(vmci)) // PAGE)
     half_blocks = -(-(ram_pages // 8) // PAGE)
     bm1 = np.full(half_blocks * PAGE, 0xFF, dtype=np.uint8)
@@ -75,7 +77,9 @@ def write_sparse_kdump(path: Path, ram_pages: int = RAM_PAGES, stored: np.ndarra
     sub[104 + len(notes):104 + len(notes) + len(vmci)] = vmci
     with open(path, "wb") as f:
         f.write(bytes(hdr) + bytes(sub) + bm1.tobytes() + bm2.tobytes() + descs.tobytes())
-        for pfn, data in (pages if pages is not None else {p: page_of(p) for p in MARKED if p < ram_pages}).items():
+        if pages is None:
+            pages = {p: page_of(p) for p in MARKED if p < ram_pages}
+        for pfn, data in pages.items():
             f.seek(data_off + PAGE * int(rank_of[pfn]))
             f.write(data)
         f.truncate(data_off + PAGE * present)

@@ -74,9 +74,8 @@ class Context:
             return self.memo["states"]
         table = self.reader.segments()
         if self.is_elf and len(table) > 1 and table.vaddr is not None:
-            # the kernel text PT_LOAD maps memory the direct-map PT_LOADs also describe (a
-            # vaddr past 64 bits, not ok, is above the kernel map too)
-            direct = table.select((table.vaddr < np.uint64(START_KERNEL_MAP)) & table.vaddr_ok)
+            # the kernel text PT_LOAD maps memory the direct-map PT_LOADs also describe
+            direct = table.select(table.vaddr < np.uint64(START_KERNEL_MAP))
             if len(direct):
                 table = direct
         pages = table.pages_by_state(self.reader.page_size)

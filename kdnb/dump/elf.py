@@ -11,10 +11,25 @@ from elftools.elf.elffile import ELFFile
 from ..bounds import count, vmcoreinfo_int
 from ..errors import CorruptDump, FormatError, ImplausibleValue
 from .base import DumpReader
-from .elf_loads import PT_NOTE, Loads, overlapping_pairs, load_segments, piece_index, plausible_loads, \
-    read_phdrs
-from .notes import NT_AUXV, NT_FILE, NT_PRPSINFO, is_qemu, parse_notes, parse_vmcoreinfo, \
-    prstatus_notes, vmcoreinfo_note
+from .elf_loads import (
+    PT_NOTE,
+    Loads,
+    load_segments,
+    overlapping_pairs,
+    piece_index,
+    plausible_loads,
+    read_phdrs,
+)
+from .notes import (
+    NT_AUXV,
+    NT_FILE,
+    NT_PRPSINFO,
+    is_qemu,
+    parse_notes,
+    parse_vmcoreinfo,
+    prstatus_notes,
+    vmcoreinfo_note,
+)
 from .segtable import SegmentTable, checked_add
 
 ELF_FLAG_INCOMPLETE = 0x1  # makedumpfile -E sets e_flags bit 0 when it ran out of space

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..bounds import MAX_PHYSMEM_BITS, U64_MAX
 from ..errors import CorruptDump
-from .segtable import SegmentTable, checked_add
+from .segtable import SegmentTable
 
 PT_LOAD, PT_NOTE = 1, 4
 PHYS_LIMIT = 1 << MAX_PHYSMEM_BITS
@@ -156,13 +156,14 @@ def load_segments(loads: Loads, file_size: int) -> SegmentTable:
     start = np.column_stack((loads.paddr, loads.paddr + avail, present_end)).ravel()
     end = np.column_stack((loads.paddr + avail, present_end, loads.paddr + loads.memsz)).ravel()
     state = np.tile(np.array([1, 3, 2], dtype=np.uint8), n)
-    v_avail, ok_avail = checked_add(loads.vaddr, avail)
-    v_filesz, ok_filesz = checked_add(loads.vaddr, loads.filesz)
-    vaddr = np.column_stack((loads.vaddr, v_avail, v_filesz)).ravel()
-    vaddr_ok = np.column_stack((np.ones(n, dtype=bool), ok_avail, ok_filesz)).ravel()
-    o_avail, ok_o = checked_add(loads.offset, avail)
-    offset = np.column_stack((loads.offset, o_avail, np.zeros(n, dtype=np.uint64))).ravel()
-    offset_ok = np.column_stack((np.ones(n, dtype=bool), ok_o, np.zeros(n, dtype=bool))).ravel()
+    # no sum below passes 2**64: p_vaddr + p_memsz is at most 2**64 (plausible_loads) and a row
+    # after the present one exists only when its start is below the load's end; avail > 0 only
+    # when p_offset lies inside the file
+    vaddr = np.column_stack((loads.vaddr, loads.vaddr + avail, loads.vaddr + loads.filesz)).ravel()
+    offset = np.column_stack((loads.offset, loads.offset + avail, np.zeros(n, dtype=np.uint64))).ravel()
+    offset_ok = np.tile(np.array([True, True, False]), n)  # an excluded tail has no file offset
     source = np.repeat(loads.index, 3)
-    table = SegmentTable(start, end, state, vaddr, vaddr_ok, offset, offset_ok, "PT_LOAD", source)
-    return table.select(start < end)
+    keep = start < end
+    with np.errstate(over="ignore"):  # the rows dropped here may wrap (a load ending at 2**64)
+        table = SegmentTable(start, end, state, vaddr, None, offset, offset_ok, "PT_LOAD", source)
+    return table.select(keep)

@@ -6,8 +6,8 @@ ELF with one PT_LOAD per page) keeps one row per run in arrays, never one Python
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -75,12 +75,12 @@ class SegmentTable:
         return {name: int(pages[self.state == code].sum()) for code, name in enumerate(STATE_NAMES)
                 if code}
 
-    def ranges(self, state: str) -> "Ranges":
+    def ranges(self, state: str) -> Ranges:
         """The (start, end) ranges of the rows in `state`."""
         keep = self.state == STATE_NAMES.index(state)
         return Ranges(self.start[keep], self.end[keep])
 
-    def select(self, keep: np.ndarray) -> "SegmentTable":
+    def select(self, keep: np.ndarray) -> SegmentTable:
         """The rows where boolean `keep` is set."""
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[keep]
@@ -103,7 +103,7 @@ class Ranges:
     def __bool__(self) -> bool:
         return len(self.start) > 0
 
-    def __getitem__(self, i: int | slice) -> "tuple[int, int] | list[tuple[int, int]]":
+    def __getitem__(self, i: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
         if isinstance(i, slice):
             return list(zip(self.start[i].tolist(), self.end[i].tolist()))
         return int(self.start[i]), int(self.end[i])

@@ -18,24 +18,22 @@ def segments_frame(reader: DumpReader) -> pd.DataFrame:
     n = len(table)
     absent = np.zeros(n, dtype=bool)
     return pd.DataFrame({
-        "start": _u64(table.start, absent=absent),
-        "end": _u64(table.end, absent=absent),
+        "start": _u64(table.start, None, absent),
+        "end": _u64(table.end, None, absent),
         "pages": pd.arrays.IntegerArray(table.pages(reader.page_size), absent),
         "state": pd.Categorical.from_codes(table.state.astype(np.int8) - 1, categories=SEGMENT_STATES),
-        "vaddr": _u64(table.vaddr, table.vaddr_ok, n),
-        "file_offset": _u64(table.file_offset, table.file_offset_ok, n),
+        "vaddr": _u64(table.vaddr, table.vaddr_ok, absent),
+        "file_offset": _u64(table.file_offset, table.file_offset_ok, absent),
         "source": _sources(table),
     }, copy=False)
 
 
-def _u64(values: np.ndarray | None, ok: np.ndarray | None = None, n: int = 0,
-         absent: np.ndarray | None = None) -> pd.arrays.IntegerArray:
-    """A UInt64 column; NA where `ok` is False (a value a header made wider than 64 bits), all NA
-    when there are no values; `absent` is a shared all-False mask."""
+def _u64(values: np.ndarray | None, ok: np.ndarray | None, absent: np.ndarray) -> pd.arrays.IntegerArray:
+    """A UInt64 column, NA where `ok` is False (or everywhere when there are no values);
+    `absent` is the frame's shared all-False mask."""
     if values is None:
-        return pd.arrays.IntegerArray(np.zeros(n, dtype=np.uint64), np.ones(n, dtype=bool))
-    mask = absent if ok is None else ~ok
-    return pd.arrays.IntegerArray(values.astype(np.uint64, copy=False), mask)
+        return pd.arrays.IntegerArray(np.zeros(len(absent), dtype=np.uint64), ~absent)
+    return pd.arrays.IntegerArray(values.astype(np.uint64, copy=False), absent if ok is None else ~ok)
 
 
 def _sources(table: SegmentTable) -> pd.api.extensions.ExtensionArray:
