@@ -174,16 +174,21 @@ class Dump(SystemViews, DepthViews):
 
     # -- analysis -------------------------------------------------------------------------
     def validate(self) -> "Validation":
-        """Is this capture complete and usable? Checks and a verdict (see kdnb.analysis.validate)."""
-        from .analysis.validate import validate
+        """Is this capture complete and usable? Checks and a verdict (see kdnb.analysis.validate);
+        made once per Dump, like the views it reads."""
+        if "_validation" not in self.__dict__:
+            from .analysis.validate import validate
 
-        return validate(self)
+            self.__dict__["_validation"] = validate(self)
+        return self.__dict__["_validation"]
 
     def root_cause(self) -> "RootCause":
-        """Why the kernel died: category, culprit, evidence (a RootCause)."""
-        from .analysis.rootcause import root_cause
+        """Why the kernel died: category, culprit, evidence (a RootCause); made once per Dump."""
+        if "_root_cause" not in self.__dict__:
+            from .analysis.rootcause import root_cause
 
-        return root_cause(self)
+            self.__dict__["_root_cause"] = root_cause(self)
+        return self.__dict__["_root_cause"]
 
     def _provenance(self, df: pd.DataFrame, **extra: object) -> pd.DataFrame:
         release = self.kernel.release if "kernel" in self.__dict__ else self.vmcoreinfo.get("OSRELEASE", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -177,20 +178,39 @@ def evidence_lines(evidence: Mapping[str, Any] | None) -> list[str]:
 
 
 def column_text(column: object, s: pd.Series, kind: str | None = None) -> list[str]:
-    """Every cell of one column as display text (NA blank)."""
+    """Every cell of one column as display text (NA blank), the same text `value_text` and the
+    kind's formatter give one cell, made a column at a time (a 200,000-line log in well under a
+    second)."""
     kind = kind or column_kind(column, s)
     if kind == "hex":
-        return [hex_text(v) for v in s]
+        return ["" if v is None else f"{int(v):#x}" for v in _objects(s)]
     if kind == "size":
         return [human_size(v) for v in s]
     if kind == "seconds":
         digits = 6 if _name(column) in TIMESTAMP_COLUMNS else 3
+        if pd.api.types.is_timedelta64_dtype(s.dtype):
+            secs = s.dt.total_seconds().to_numpy(dtype=float, na_value=np.nan)
+            return ["" if x != x else f"{x:.{digits}f}" for x in secs.tolist()]
         return [seconds(v, digits) for v in s]
     if kind == "datetime":
         return [when(v) for v in s]
     if kind == "number" and pd.api.types.is_float_dtype(s.dtype):
         return ["" if is_na(v) else f"{float(v):.4g}" for v in s]
+    if kind == "number" and pd.api.types.is_integer_dtype(s.dtype):
+        return ["" if v is None else (f"{v:#x}" if v > 0xFFFFFFFF else str(v)) for v in _objects(s)]
+    if kind == "text":  # plain strings without the type dispatch of value_text
+        breaks = _LINE_BREAKS.search
+        return [(one_line(v) if breaks(v) else v.strip()) if type(v) is str
+                else ("" if v is None else value_text(v, column)) for v in _objects(s)]
     return [value_text(v, column) for v in s]
+
+
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _objects(s: pd.Series) -> list:
+    """The column's values as Python objects, NA as None."""
+    return s.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def with_labels(df: pd.DataFrame) -> pd.DataFrame:

@@ -5,15 +5,19 @@ text left-aligned, numbers right-aligned, scrolling inside their box when wider 
 
 from __future__ import annotations
 
+import json
 import uuid
 import warnings
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .format import cell_html, column_kind, display_frame, is_na, numeric_columns, with_labels
 
 STATIC_ROWS = 20  # rows a reader without JavaScript sees
+_INF = float("inf")
+LAYOUT_ROWS = 1000  # more than any page length: the rows itables formats to lay a table out
 
 
 def _cells(shown: pd.DataFrame, numeric: set[str]) -> list[str]:
@@ -65,11 +69,16 @@ SORTED_BY_VALUE = ("hex", "size", "seconds")  # kinds whose text does not sort l
 
 def _sort_key(s: pd.Series, kind: str) -> list:
     if kind == "hex":  # fixed width: sorts as text like the number
-        return ["" if is_na(v) else f"{int(v):016x}" for v in s]
-    if kind == "seconds":
-        return [None if is_na(v) else (v.total_seconds() if isinstance(v, pd.Timedelta) else float(v))
-                for v in s]
-    return [None if is_na(v) else float(v) for v in s]
+        values = s.to_numpy(dtype=object, na_value=None).tolist()
+        return ["" if v is None else f"{int(v):016x}" for v in values]
+    if kind == "seconds" and pd.api.types.is_timedelta64_dtype(s.dtype):
+        values = s.dt.total_seconds().to_numpy(dtype=float, na_value=np.nan).tolist()
+    elif kind == "seconds":
+        values = [None if is_na(v) else (v.total_seconds() if isinstance(v, pd.Timedelta) else float(v))
+                  for v in s]
+    else:
+        values = s.to_numpy(dtype=float, na_value=np.nan).tolist()
+    return [None if v is None or v != v else v for v in values]
 
 
 def datatable_frame(df: pd.DataFrame, page_length: int = 15) -> tuple[pd.DataFrame, dict]:
@@ -100,7 +109,8 @@ def itable_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_
     `highlight` marks rows drawn with the `kdnb-hl` class (panic lines). Needs
     `itables.init_notebook_mode(connected=False)` once in the notebook for offline use.
     """
-    from itables import JavascriptFunction, to_html_datatable
+    from itables import JavascriptFunction
+    from itables.javascript import get_itable_arguments, html_table_from_template
 
     shown, kwargs = datatable_frame(df, page_length)
     kwargs["display_logo_when_loading"] = False
@@ -117,7 +127,37 @@ def itable_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_
         kwargs["allow_html"] = False
     with warnings.catch_warnings():  # createdRow is a DataTables option itables does not list
         warnings.simplefilter("ignore", SyntaxWarning)
-        return to_html_datatable(shown, table_id=f"kdnb_{uuid.uuid4().hex[:10]}", **kwargs)
+        # itables lays out from the row count too (no search box when one page holds all), and
+        # any count above the largest page length decides the same. As objects, no column gets
+        # itables' float or category renderers, which expect its own cell encoding; the rows are ours.
+        dt_args = get_itable_arguments(shown.head(LAYOUT_ROWS).astype(object), **kwargs)
+    # A null cell (an NA sort key) is shown, and sorts, as empty instead of raising DataTables' alert.
+    dt_args["columnDefs"] = list(dt_args.get("columnDefs") or []) + [{"targets": "_all",
+                                                                       "defaultContent": ""}]
+    dt_args["data_json"] = rows_json(shown)
+    return html_table_from_template(
+        table_id=f"kdnb_{uuid.uuid4().hex[:10]}", dt_url=dt_args.pop("dt_url"),
+        connected=dt_args.pop("connected"),
+        display_logo_when_loading=dt_args.pop("display_logo_when_loading", False), kwargs=dt_args)
+
+
+def rows_json(shown: pd.DataFrame) -> str:
+    """DataTables' row data of a display copy as one JSON text: text cells HTML-escaped, NA and
+    NaN null, booleans and numbers as they are.
+
+    itables would format every cell again through pandas' repr machinery (about 20 s for a
+    200,000-line log) and add a static preview of its own; the display copy is already text and
+    kdnb's static table is the preview, so the rows are serialised here in one pass.
+    """
+    columns = []
+    for _, s in shown.items():
+        values = s.to_numpy(dtype=object, na_value=None).tolist()
+        if pd.api.types.is_float_dtype(s.dtype):
+            values = [None if v is None or v != v or v in (_INF, -_INF) else v for v in values]
+        columns.append(values)
+    text = json.dumps([list(row) for row in zip(*columns)], default=str, allow_nan=False)
+    # <, > and & occur in JSON text only inside strings: escaping the text escapes every cell.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def table_html(df: pd.DataFrame, highlight: Iterable[bool] | None = None, page_length: int = 15,

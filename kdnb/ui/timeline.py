@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ._safe import get
@@ -64,6 +65,28 @@ def _fold(rows: list[dict], folded: list[dict]) -> None:
         folded.clear()
 
 
+def _surviving(recent: pd.DataFrame, panic: str | None,
+               max_rows: int) -> tuple[pd.DataFrame, list[int]]:
+    """The log lines whose timeline rows can outlive the cut to the newest `max_rows` rows, and
+    the row each becomes: a line, or a run of folded detail lines, is one row at its first
+    line's time, and a row with `max_rows` log rows after it in the time order is cut whatever
+    else joins them. The panic line's row is always kept. A 200,000-line log then costs one
+    regex pass, not a row object per line."""
+    texts = [str(t) for t in recent["text"].astype(object)]
+    if not texts:
+        return recent, []
+    is_panic = np.array([t == panic for t in texts], dtype=bool)
+    detail = np.array([bool(_DETAIL_RE.search(t)) for t in texts], dtype=bool) & ~is_panic
+    starts = ~detail | np.r_[True, ~detail[:-1]]
+    unit = np.cumsum(starts) - 1
+    times = recent["time"].dt.total_seconds().to_numpy(dtype=float, na_value=np.nan)[starts]
+    kept = np.zeros(int(unit[-1]) + 1, dtype=bool)
+    kept[np.argsort(times, kind="stable")[-max_rows:]] = True
+    kept[unit[is_panic]] = True
+    keep = kept[unit]
+    return recent[keep], unit[keep].tolist()
+
+
 def timeline(dump: Any, window: float = 5.0, max_rows: int = 60) -> pd.DataFrame:
     """Events of the last `window` seconds before the crash, oldest first (at most `max_rows`:
     the newest, the panic always kept). `before` is seconds before the crash."""
@@ -76,12 +99,16 @@ def timeline(dump: Any, window: float = 5.0, max_rows: int = 60) -> pd.DataFrame
     panic = panic_line(log) if log is not None else None
     if log is not None and len(log):
         secs = log["time"].dt.total_seconds()
-        recent = log[(secs >= start).fillna(False).astype(bool)]
+        recent, units = _surviving(log[(secs >= start).fillna(False).astype(bool)], panic, max_rows)
         folded: list[dict] = []
-        for row in recent.itertuples(index=False):
+        fold_unit = -1
+        for row, unit in zip(recent.itertuples(index=False), units):
             pid, cpu = _caller(getattr(row, "caller", None))
             text = str(row.text)
             if text != panic and _DETAIL_RE.search(text):
+                if unit != fold_unit:
+                    _fold(rows, folded)
+                    fold_unit = unit
                 folded.append({"time": _secs(row.time), "cpu": cpu, "pid": pid})
                 continue
             _fold(rows, folded)
