@@ -6,16 +6,15 @@ import os
 from functools import cached_property
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-import pandas as pd
-
 from .api_depth import DepthViews
 from .api_system import SystemViews
-from .dump import open_dump
-from .dump.base import DumpReader
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from .analysis.rootcause import RootCause
     from .analysis.validate import Validation
+    from .dump.base import DumpReader
     from .kernel.kernel import Kernel
 
 
@@ -28,6 +27,8 @@ class Dump(SystemViews, DepthViews):
         vmlinux: str | os.PathLike | None = None,
         system_map: str | os.PathLike | None = None,
     ) -> None:
+        from .dump import open_dump  # the readers (and pandas) load with the first Dump
+
         self._reader: DumpReader = open_dump(paths)
         self.path: str = self._reader.path
         self._vmlinux = os.fspath(vmlinux) if vmlinux is not None else None
@@ -143,6 +144,8 @@ class Dump(SystemViews, DepthViews):
     @property
     def sys(self) -> pd.DataFrame:
         """The system summary as a one-row DataFrame."""
+        import pandas as pd
+
         return self._provenance(pd.DataFrame([self.sys_info]))
 
     def backtrace(self, cpu: int | None = None, pid: int | None = None) -> pd.DataFrame:
