@@ -139,7 +139,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _add_module_subparsers(sub: "argparse._SubParsersAction") -> None:
+def _add_module_subparsers(sub: argparse._SubParsersAction) -> None:
     """The subcommands other modules define."""
     from .analysis import readiness_cli, validate_cli
     from .lab import cli as lab_cli

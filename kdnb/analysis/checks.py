@@ -10,9 +10,10 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import pandas as pd
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 STATUSES = ["pass", "warn", "fail", "skip"]
 _MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
@@ -129,6 +130,8 @@ class CheckTable:
     @property
     def checks(self) -> pd.DataFrame:
         """check, area (category), status (category), detail, consequence, evidence (dict)."""
+        import pandas as pd  # only here: a table's text, HTML and JSON need no pandas
+
         df = pd.DataFrame({
             "check": pd.array([c.check for c in self.items], dtype="string"),
             "area": pd.Categorical([c.area for c in self.items], categories=self.AREAS),

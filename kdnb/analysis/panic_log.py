@@ -6,8 +6,8 @@ Pure text analysis of `Dump.log`; the root-cause analysis combines it with memor
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .oom import oom_evidence
 from .panic_log import PanicLog, Report, panic_reason, parse_panic_log, parse_panic_records
 from .rootcause_culprit import (add_taints, culprit_of, log_evidence, memory_evidence,
                                 module_evidence, simple_chain)
-from .rootcause_io import explain_io
 from .rootcause_model import CATEGORIES, EXPLANATIONS, OOPS_CLASSES, Analysis, Culprit, RootCause
-from .rootcause_rcu import explain_rcu_stall
-from .rootcause_wait import explain_wait
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -37,13 +33,19 @@ def root_cause(dump: "Dump") -> RootCause:
     confidence = 0.9 if report is not None or plog.panic is not None else 0.3
     if category == "unknown":
         confidence = 0.2
+    # the explainers of one category (and what they import) load only for that category
     if category == "hung-task":
+        from .rootcause_io import explain_io
+        from .rootcause_wait import explain_wait
+
         found = explain_io(an, plog, culprit) or explain_wait(an, plog, culprit, category)
         if found is not None:
             if found.category != category:
                 alternatives.append((category, f"the log reports this symptom; {found.why}"))
             category, culprit, chain, confidence = found.category, found.culprit, found.chain, found.confidence
     if category == "rcu-stall":
+        from .rootcause_rcu import explain_rcu_stall
+
         stall = explain_rcu_stall(an, report, culprit)
         if stall is not None:
             culprit, chain = stall
@@ -53,6 +55,8 @@ def root_cause(dump: "Dump") -> RootCause:
     if category in OOPS_CLASSES + ("panic-call",) and culprit.module:
         module_evidence(an, culprit)
     if category == "oom":
+        from .oom import oom_evidence
+
         oom_evidence(an)
         memory_evidence(an)
     if not chain:

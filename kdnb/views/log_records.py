@@ -8,8 +8,8 @@ before, and without, any BTF. Descriptors, infos and the text ring are each read
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
