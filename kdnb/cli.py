@@ -69,7 +69,7 @@ def _truncation(header: dict, seg, page_size: int) -> str:
     """'no', or how much of what the headers describe lies past the end of the file."""
     from .ui.format import human_size
 
-    lost = int(seg.loc[seg["state"].astype(str) == "truncated", "pages"].sum()) if len(seg) else 0
+    lost = int(seg.loc[seg["state"] == "truncated", "pages"].sum()) if len(seg) else 0
     if lost:
         return (f"YES: {lost} pages ({human_size(lost * page_size)}) lie past the end of the file "
                 f"({header.get('file_size', '?')} bytes)")
