@@ -383,3 +383,15 @@ def test_max_mapnr_2_40_and_a_bitmap_past_the_file(tmp_path: Path) -> None:
         assert any("past the end of the file" in p for p in d.header["problems"])
         assert d.reader.max_pfn <= 8 * len(good)
         assert_same_as_old(d)
+
+
+def test_program_header_table_too_large(tmp_path: Path) -> None:
+    """e_phentsize 0xffff and a file large enough for the count: refused before any read."""
+    path = write_elf(tmp_path / "e", simple_spec())
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<HH", data, 54, 0xFFFF, 2000)  # e_phentsize, e_phnum
+    path.write_bytes(bytes(data))
+    os.truncate(path, 2001 * 0xFFFF)  # sparse: 128 MiB of apparent size
+    with pytest.raises(ImplausibleValue, match="program header table bytes") as exc:
+        kdnb.open(path)
+    assert exc.value.path == str(path)

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds import MAX_PHYSMEM_BITS, U64_MAX
+from ..bounds import MAX_PHYSMEM_BITS, U64_MAX, count
 from ..errors import CorruptDump
 from .segtable import SegmentTable
 
 PT_LOAD, PT_NOTE = 1, 4
 PHYS_LIMIT = 1 << MAX_PHYSMEM_BITS
 OFFSET_CAP = 1 << 62  # a p_offset past any file: reads there find the file's end
+PHDR_TABLE_MAX = 1 << 26  # 64 MiB: 2**20 program headers of 64 bytes (elf.PHDRS_MAX)
 # (field, offset, width) of Elf64_Phdr and Elf32_Phdr
 PHDR_FIELDS = {
     64: (56, {"type": (0, 4), "offset": (8, 8), "vaddr": (16, 8), "paddr": (24, 8),
@@ -33,6 +34,7 @@ def read_phdrs(fd: int, path: str, elfclass: int, little: bool, phoff: int, phen
     """The `nph` program headers at `phoff`, `phentsize` bytes apart, as uint64 columns."""
     size, fields = PHDR_FIELDS[elfclass]
     need = (nph - 1) * phentsize + size if nph else 0
+    count(need, "ELF program header table bytes (e_phnum x e_phentsize)", PHDR_TABLE_MAX, path)
     raw = os.pread(fd, need, phoff) if need else b""
     if len(raw) < need:
         raise CorruptDump(f"{path}: ELF headers end early or are malformed (program header "
@@ -156,14 +158,12 @@ def load_segments(loads: Loads, file_size: int) -> SegmentTable:
     start = np.column_stack((loads.paddr, loads.paddr + avail, present_end)).ravel()
     end = np.column_stack((loads.paddr + avail, present_end, loads.paddr + loads.memsz)).ravel()
     state = np.tile(np.array([1, 3, 2], dtype=np.uint8), n)
-    # no sum below passes 2**64: p_vaddr + p_memsz is at most 2**64 (plausible_loads) and a row
-    # after the present one exists only when its start is below the load's end; avail > 0 only
-    # when p_offset lies inside the file
+    # p_vaddr + p_memsz is at most 2**64 (plausible_loads), so a kept row's vaddr fits in 64
+    # bits (p_vaddr + p_filesz wraps to 0 only when p_filesz = p_memsz: no excluded row), and
+    # avail > 0 only when p_offset lies inside the file
     vaddr = np.column_stack((loads.vaddr, loads.vaddr + avail, loads.vaddr + loads.filesz)).ravel()
     offset = np.column_stack((loads.offset, loads.offset + avail, np.zeros(n, dtype=np.uint64))).ravel()
     offset_ok = np.tile(np.array([True, True, False]), n)  # an excluded tail has no file offset
     source = np.repeat(loads.index, 3)
-    keep = start < end
-    with np.errstate(over="ignore"):  # the rows dropped here may wrap (a load ending at 2**64)
-        table = SegmentTable(start, end, state, vaddr, None, offset, offset_ok, "PT_LOAD", source)
-    return table.select(keep)
+    table = SegmentTable(start, end, state, vaddr, None, offset, offset_ok, "PT_LOAD", source)
+    return table.select(start < end)
