@@ -26,6 +26,7 @@ import kdnb
 from kdnb.analysis.validate_context import START_KERNEL_MAP, Context
 from kdnb.bounds import MAX_PHYSMEM_BITS, U64_MAX
 from kdnb.dump.elf import ElfDump
+from kdnb.dump.elf_loads import Loads, overlapping_pairs, piece_index
 from kdnb.dump.kdump import KdumpDump
 from kdnb.dump.segtable import SEGMENT_STATES, STATE_NAMES, Segment
 from kdnb.dump.split import SplitDump
@@ -395,3 +396,47 @@ def test_program_header_table_too_large(tmp_path: Path) -> None:
     with pytest.raises(ImplausibleValue, match="program header table bytes") as exc:
         kdnb.open(path)
     assert exc.value.path == str(path)
+
+
+# -- the vectorised PT_LOAD index against the old loops, on overlapping layouts ----------------------
+def _old_pieces(rows: list[tuple]) -> list[tuple[int, int, int]]:
+    pieces: list[tuple[int, int, int]] = []
+    for _, paddr, _, offset, filesz, memsz in sorted(rows, key=lambda x: (x[1], -x[4])):
+        for start, end, off in ((paddr, paddr + filesz, offset), (paddr + filesz, paddr + memsz, -1)):
+            if pieces and start < pieces[-1][1]:
+                if off >= 0:
+                    off += pieces[-1][1] - start
+                start = pieces[-1][1]
+            if start < end:
+                pieces.append((start, end, off))
+    return pieces
+
+
+def _old_overlaps(rows: list[tuple]) -> list[tuple[int, int, int, int]]:
+    out, reach = [], None
+    for ld in sorted(rows, key=lambda x: (x[1], -x[4])):
+        if reach is not None and ld[1] < reach[1] + reach[4] and ld[4]:
+            out.append((ld[0], reach[0], ld[1], min(ld[1] + ld[4], reach[1] + reach[4])))
+        if reach is None or ld[1] + ld[4] > reach[1] + reach[4]:
+            reach = ld
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_piece_index_and_overlaps_match_the_loops(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    paddr = rng.integers(0, 40, n) * 512
+    filesz = rng.integers(0, 8, n) * 512
+    memsz = filesz + rng.integers(0, 4, n) * 512
+    offset = rng.integers(0, 1 << 20, n)
+    rows = [(i, int(paddr[i]), 0, int(offset[i]), int(filesz[i]), int(memsz[i])) for i in range(n)]
+    u = np.uint64
+    loads = Loads(np.arange(n, dtype=np.int64), paddr.astype(u), np.zeros(n, dtype=u),
+                  offset.astype(u), filesz.astype(u), memsz.astype(u))
+    idx = piece_index(loads)
+    assert list(zip(idx.start.tolist(), idx.end.tolist(), idx.offset.tolist())) == _old_pieces(rows)
+    assert overlapping_pairs(loads) == _old_overlaps(rows)
+    for at in range(0, 48 * 512, 256):
+        want = next(((s, e, o) for s, e, o in _old_pieces(rows) if s <= at < e), None)
+        assert idx.find(at) == want
