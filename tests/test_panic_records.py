@@ -15,7 +15,7 @@ import pytest
 import kdnb
 from kdnb.analysis.panic_log import PanicLog, parse_panic_log, parse_panic_records
 from kdnb.samples import samples
-from kdnb.views.log import _frame
+from kdnb.views.log import _frame, _text_array
 from kdnb.views.log_records import LogRecords, read_log_records
 from tests.conftest import CORPUS
 
@@ -112,3 +112,24 @@ def test_root_cause_same_with_log_read_first() -> None:
     with kdnb.open(path) as d:
         assert len(d.log) > 0
         assert d.root_cause().to_dict() == fresh
+
+
+def test_text_array_equals_per_record_decoding() -> None:
+    """Dump.log's one-gather text column against each record decoded alone: in ring order, after
+    a wrap (blob order is not seq order), with empty and NUL texts, and the fallbacks: bytes that
+    are valid UTF-8 only joined to the next record's, and overlapping blocks."""
+    def same(records: LogRecords) -> bool:
+        got = _text_array(records)
+        return list(got) == records.texts() and (isinstance(got, list) or str(got.dtype) == "string")
+
+    plain = _records([b"a", b"", "caf\u00e9 \u2603".encode(), b"\0\0\0", b"last\nline"])
+    assert same(plain) and not isinstance(_text_array(plain), list)
+    wrapped = _records([b"one", b"two", b"three", b"four"])
+    wrapped.first, wrapped.last = np.roll(wrapped.first, 2), np.roll(wrapped.last, 2)
+    assert same(wrapped) and list(_text_array(wrapped)) == ["three", "four", "one", "two"]
+    split = _records([b"ab\xc3", b"\xa9x"], gap=b"")  # valid only as one string
+    assert same(split) and list(_text_array(split)) == ["ab\ufffd", "\ufffdx"]
+    overlapping = _records([b"shared", b"x"])
+    overlapping.first[1], overlapping.last[1] = overlapping.first[0] + 2, overlapping.last[0]
+    assert same(overlapping) and isinstance(_text_array(overlapping), list)
+    assert same(_records([])) and same(_records([b"", b""]))

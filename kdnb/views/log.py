@@ -22,7 +22,7 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
     structure holding it and against what was read (ImplausibleValue or CorruptStructure)."""
     records = read_log_records(read, vmcoreinfo, path)
     problems = records.problems
-    texts = records.texts()
+    texts = _text_array(records)
     records.blob = b""  # the undecoded ring is not needed past here: free it before the frame
     frame = _frame(records, texts, problems)
     del texts
@@ -31,6 +31,36 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
         problems.append(f"{nul} of {len(frame)} records have text of NUL bytes only "
                         "(the text ring read is not the kernel's)")
     return frame, problems
+
+
+def _text_array(records: LogRecords) -> pd.api.extensions.ExtensionArray | list[str]:
+    """The records' texts as one arrow string array made from the blob's bytes in one gather,
+    when every record's bytes are valid UTF-8 (then decoding changes nothing); else, or when
+    text blocks overlap (a corrupt ring), each record decoded with its bad bytes replaced."""
+    import pyarrow as pa
+
+    first, last = records.first, records.last
+    by = np.argsort(first, kind="stable")  # blob order
+    lo, hi = first[by], last[by]
+    filled = hi > lo
+    lo_f, hi_f = lo[filled], hi[filled]
+    if len(lo_f) == 0 or bool((lo_f[1:] < hi_f[:-1]).any()):
+        return records.texts()
+    edge = np.zeros(len(records.blob) + 1, np.int8)
+    edge[lo_f] += 1  # the starts are distinct, and so are the ends: blocks do not overlap
+    edge[hi_f] -= 1
+    inside = np.cumsum(edge[:-1], dtype=np.int8).view(bool)
+    data = np.frombuffer(records.blob, np.uint8)[inside]
+    offsets = np.zeros(len(by) + 1, np.int64)
+    np.cumsum(hi - lo, out=offsets[1:])
+    in_blob_order = pa.LargeStringArray.from_buffers(len(by), pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        in_blob_order.validate(full=True)  # UTF-8 checked value by value
+    except pa.ArrowInvalid:
+        return records.texts()
+    seq_order = np.empty(len(by), np.int64)
+    seq_order[by] = np.arange(len(by))
+    return pd.arrays.ArrowStringArray(pa.chunked_array([in_blob_order.take(pa.array(seq_order))]))
 
 
 def _text(data: bytes, begin: int, nxt: int, size: int, text_len: int) -> str | None:
@@ -54,7 +84,8 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _frame(info: LogRecords, text: list[str], problems: list[str]) -> pd.DataFrame:
+def _frame(info: LogRecords, text: pd.api.extensions.ExtensionArray | list[str],
+           problems: list[str]) -> pd.DataFrame:
     level = info.level
     return pd.DataFrame({
         "seq": pd.array(info.seq.astype(np.int64), dtype="Int64"),
