@@ -133,3 +133,10 @@ def test_text_array_equals_per_record_decoding() -> None:
     overlapping.first[1], overlapping.last[1] = overlapping.first[0] + 2, overlapping.last[0]
     assert same(overlapping) and isinstance(_text_array(overlapping), list)
     assert same(_records([])) and same(_records([b"", b""]))
+
+
+def test_text_array_follows_pandas_string_storage() -> None:
+    records = _records([b"one", b"two"])
+    with pd.option_context("mode.string_storage", "python"):
+        assert isinstance(_text_array(records), list)
+        assert _frame(records, _text_array(records), [])["text"].dtype == pd.StringDtype()

@@ -36,7 +36,10 @@ def read_log(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -> tuple[
 def _text_array(records: LogRecords) -> pd.api.extensions.ExtensionArray | list[str]:
     """The records' texts as one arrow string array made from the blob's bytes in one gather,
     when every record's bytes are valid UTF-8 (then decoding changes nothing); else, or when
-    text blocks overlap (a corrupt ring), each record decoded with its bad bytes replaced."""
+    text blocks overlap (a corrupt ring), each record decoded with its bad bytes replaced (also
+    when pandas keeps strings without pyarrow: pyarrow is optional)."""
+    if pd.StringDtype().storage != "pyarrow":
+        return records.texts()
     import pyarrow as pa
 
     first, last = records.first, records.last
