@@ -66,6 +66,7 @@ class Kernel:
         self._external_symbols = vmlinux is not None or system_map is not None
         self._modules: list[ModuleInfo] | None = None
         self._btf: BTF | None = None
+        self._layouts: dict[tuple[int, tuple[str, ...]], tuple[Type, Layout]] = {}
         self.symbol_source: dict[str, Any] = {}
         self._symbols_error: KdnbError | None = None
         if self._external_symbols:  # refuse a vmlinux / System.map of another kernel at once
@@ -254,8 +255,14 @@ class Kernel:
         return self.object(self.symbol(symbol), type_)
 
     def layout(self, type_: str | Type, fields: Iterable[str]) -> Layout:
-        """A precomputed unpacker for `fields` of a struct (see objects.Layout)."""
-        return Layout(self._as_type(type_), list(fields))
+        """A precomputed unpacker for `fields` of a struct (see objects.Layout), made once per
+        type and field list (views ask for the same layouts once per task, file or socket)."""
+        t = self._as_type(type_)
+        key = (id(t), tuple(fields))
+        hit = self._layouts.get(key)
+        if hit is None:  # the type is kept with its layout, so its id is not reused
+            hit = self._layouts[key] = (t, Layout(t, key[1]))
+        return hit[1]
 
     def container_of(self, address: int, type_: str | Type, member: str) -> int:
         """Address of the `type_` containing `member` at `address`."""

@@ -22,6 +22,7 @@ from .vmas import task_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
+    from ..kernel.kernel import Kernel
 
 MAX_FDS = 1 << 24  # fs.nr_open is 1 M by default (its ceiling is ~ 2^30); a 16 M table is implausible
 O_CLOEXEC = 0o2000000
@@ -45,7 +46,7 @@ def files_frame(dump: "Dump", pid: int) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     if files:
         try:
-            rows = _open_files(dump, files, gaps)
+            rows = OpenFiles(k).rows(files, gaps)
         except KdnbError as exc:
             gaps.note(f"files_struct of pid {pid}", files, exc)
     df = pd.DataFrame({
@@ -64,65 +65,80 @@ def files_frame(dump: "Dump", pid: int) -> pd.DataFrame:
     return gaps.attach(df, f"files of pid {pid}")
 
 
-def _open_files(dump: "Dump", files: int, gaps: Gaps) -> list[dict[str, Any]]:
-    k = dump.kernel
-    fs_t = k.type("struct files_struct")
-    fdt = k.read_u64(files + fs_t.offsetof("fdt"))
-    table = k.layout(k.type("struct fdtable"), ["max_fds", "fd", "close_on_exec", "open_fds"])
-    max_fds, fd_array, cloexec_bits, open_bits = table.unpack(k.read(fdt, table.size))
-    n = bounds.count(max_fds, "fdtable.max_fds", MAX_FDS, k.reader.path)
-    words = (n + 63) // 64
-    open_fds = int.from_bytes(k.read(open_bits, 8 * words), "little")
-    cloexec = int.from_bytes(k.read(cloexec_bits, 8 * words), "little")
-    paths = Paths(k)
-    f_t = k.type("struct file")
-    layout = k.layout(f_t, ["f_flags", "f_mode", "f_pos", "f_inode", "f_path.mnt"])
-    inode = k.layout(k.type("struct inode"), ["i_mode", "i_ino"])
-    mount_t = k.type("struct mount")
-    mnt_id_off = mount_t.offsetof("mnt_id") - mount_t.offsetof("mnt")
-    try:
-        anon_inode = k.read_u64(k.symbol("anon_inode_inode"))
-    except KdnbError:
-        anon_inode = None
-    out = []
-    bits = open_fds & ((1 << n) - 1)
-    while bits:
-        low = bits & -bits
-        bits ^= low
-        fd = low.bit_length() - 1
-        row = _file_row(k, paths, layout, inode, mnt_id_off, anon_inode, fd, fd_array, gaps)
-        if row is not None:
-            row["cloexec"] = bool(cloexec >> fd & 1)
-            row["flags"] |= O_CLOEXEC if row["cloexec"] else 0
-            out.append(row)
-    return out
+class OpenFiles:
+    """Reads processes' file tables; the struct layouts, the path resolver (with its dentry cache)
+    and the anonymous inode are looked up once for every table read through it."""
 
+    def __init__(self, k: "Kernel") -> None:
+        self.k = k
+        self.fs_fdt = k.type("struct files_struct").offsetof("fdt")
+        self.table = k.layout(k.type("struct fdtable"), ["max_fds", "fd", "close_on_exec", "open_fds"])
+        self.paths = Paths(k)
+        self.file = k.layout(k.type("struct file"), ["f_flags", "f_mode", "f_pos", "f_inode", "f_path.mnt"])
+        self.inode = k.layout(k.type("struct inode"), ["i_mode", "i_ino"])
+        mount_t = k.type("struct mount")
+        self.mnt_id_off = mount_t.offsetof("mnt_id") - mount_t.offsetof("mnt")
+        try:
+            self.anon_inode: int | None = k.read_u64(k.symbol("anon_inode_inode"))
+        except KdnbError:
+            self.anon_inode = None
 
-def _file_row(k, paths: Paths, layout, inode_layout, mnt_id_off: int, anon_inode: int | None,
-              fd: int, fd_array: int, gaps: Gaps) -> dict[str, Any] | None:
-    raw = read_or_none(k, fd_array + 8 * fd, 8, gaps, f"fd[{fd}]")
-    if raw is None:
-        return None
-    (file,) = struct.unpack("<Q", raw)
-    if not file:
-        return None  # reserved slot (an fd being installed)
-    data = read_or_none(k, file, layout.size, gaps, f"struct file of fd {fd}")
-    if data is None:
-        return None
-    flags, mode, pos, inode, mnt = layout.unpack(data)
-    row: dict[str, Any] = {"fd": fd, "path": None, "type": "unknown", "flags": flags, "mode": mode,
-                           "pos": pos, "inode": None, "mnt_id": None, "file": file}
-    try:
-        row["path"] = paths.file_path(file)
-        i_mode, row["inode"] = inode_layout.unpack(k.read(inode, inode_layout.size))
-        row["mnt_id"] = struct.unpack("<i", k.read(mnt + mnt_id_off, 4))[0]
-    except KdnbError as exc:
-        gaps.note(f"path of fd {fd}", file, exc)
-        return row
-    if anon_inode is not None and inode == anon_inode:
-        row["type"] = "anon_inode"
-    else:
-        row["type"] = MODE_TYPES.get(i_mode & S_IFMT, "unknown")
-        if row["type"] == "fifo" and (row["path"] or "").startswith("pipe:["):
-            row["type"] = "pipe"
-    return row
+    def rows(self, files: int, gaps: Gaps, only: str | None = None) -> list[dict[str, Any]]:
+        """One dict per open fd of the `struct files_struct` at `files` (columns of files_frame);
+        with `only` (a type the inode alone decides: socket, regular, ..., not pipe) just the files
+        of that type, the others' paths unread."""
+        k = self.k
+        fdt = k.read_u64(files + self.fs_fdt)
+        max_fds, fd_array, cloexec_bits, open_bits = self.table.unpack(k.read(fdt, self.table.size))
+        n = bounds.count(max_fds, "fdtable.max_fds", MAX_FDS, k.reader.path)
+        words = (n + 63) // 64
+        open_fds = int.from_bytes(k.read(open_bits, 8 * words), "little")
+        cloexec = int.from_bytes(k.read(cloexec_bits, 8 * words), "little")
+        out = []
+        bits = open_fds & ((1 << n) - 1)
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            fd = low.bit_length() - 1
+            row = self._row(fd, fd_array, gaps, only)
+            if row is not None:
+                row["cloexec"] = bool(cloexec >> fd & 1)
+                row["flags"] |= O_CLOEXEC if row["cloexec"] else 0
+                out.append(row)
+        return out
+
+    def _row(self, fd: int, fd_array: int, gaps: Gaps, only: str | None) -> dict[str, Any] | None:
+        k = self.k
+        raw = read_or_none(k, fd_array + 8 * fd, 8, gaps, f"fd[{fd}]")
+        if raw is None:
+            return None
+        (file,) = struct.unpack("<Q", raw)
+        if not file:
+            return None  # reserved slot (an fd being installed)
+        data = read_or_none(k, file, self.file.size, gaps, f"struct file of fd {fd}")
+        if data is None:
+            return None
+        flags, mode, pos, inode, mnt = self.file.unpack(data)
+        row: dict[str, Any] = {"fd": fd, "path": None, "type": "unknown", "flags": flags,
+                               "mode": mode, "pos": pos, "inode": None, "mnt_id": None, "file": file}
+        try:
+            if only is None:
+                row["path"] = self.paths.file_path(file)
+            i_mode, row["inode"] = self.inode.unpack(k.read(inode, self.inode.size))
+            if only is not None and self._kind(inode, i_mode, "") != only:
+                return None  # not wanted: its path is not read
+            if only is not None:
+                row["path"] = self.paths.file_path(file)
+            row["mnt_id"] = struct.unpack("<i", k.read(mnt + self.mnt_id_off, 4))[0]
+        except KdnbError as exc:
+            gaps.note(f"path of fd {fd}", file, exc)
+            return row if only is None else None
+        row["type"] = self._kind(inode, i_mode, row["path"])
+        return row if only is None or row["type"] == only else None
+
+    def _kind(self, inode: int, i_mode: int, path: str) -> str:
+        """A TYPES name from the inode's mode (a FIFO named `pipe:[…]` is a pipe)."""
+        if self.anon_inode is not None and inode == self.anon_inode:
+            return "anon_inode"
+        kind = MODE_TYPES.get(i_mode & S_IFMT, "unknown")
+        return "pipe" if kind == "fifo" and (path or "").startswith("pipe:[") else kind

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import KdnbError
 from .common import Gaps, fitting, read_or_none
-from .files import _open_files
+from .files import OpenFiles
 from .sockets_hash import unowned_tcp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -216,9 +216,13 @@ def sockets_frame(dump: "Dump") -> pd.DataFrame:
     gaps = Gaps()
     reader = _SockReader(k, gaps)
     tasks = dump.tasks
+    missed = tasks.attrs.get("kdnb", {}).get("incomplete")
+    if missed:  # the sockets of tasks the walk missed are missed too
+        gaps.note(f"the task list is incomplete ({missed['reason']})")
     files_off = k.type("struct task_struct").offsetof("files")
     seen: set[int] = set()
     rows: list[dict[str, Any]] = []
+    fds = OpenFiles(k)
     order = tasks[tasks["pid"] > 0].sort_values(["tgid", "pid"])
     for pid, tgid, comm, task in zip(order["pid"], order["tgid"], order["comm"], order["address"]):
         raw = read_or_none(k, int(task) + files_off, 8, gaps, f"task_struct.files of pid {pid}")
@@ -229,7 +233,7 @@ def sockets_frame(dump: "Dump") -> pd.DataFrame:
             continue  # a kernel thread, or a files_struct shared with an earlier thread
         seen.add(files)
         try:
-            open_files = _open_files(dump, files, gaps)
+            open_files = fds.rows(files, gaps, only="socket")
         except KdnbError as exc:
             gaps.note(f"files_struct of pid {pid}", files, exc)
             continue
