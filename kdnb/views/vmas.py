@@ -24,7 +24,7 @@ from ..errors import KdnbError
 from .common import Gaps, fitting, read_or_none
 from .paths import Paths
 from .trees import MapleTree, maple_entries
-from .vma_rss import RssCounter
+from .vma_rss import PageKinds, RssCounter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -56,6 +56,7 @@ class _VmaReader:
         fields += (["anon_name"] if self.anon_name else []) + ([] if self.maple else ["vm_next"])
         self.vma = k.layout(v, fields)
         self.tree = MapleTree(k) if self.maple else None
+        self._page_kinds: PageKinds | None = None
         self.ops_name_off = k.type("struct vm_operations_struct").offsetof("name")
         self.special_name_off = k.type("struct vm_special_mapping").offsetof("name")
         self.anon_name_off = k.type("struct anon_vma_name").offsetof("name") if self.anon_name else 0
@@ -63,6 +64,12 @@ class _VmaReader:
         self.s_dev_off = k.type("struct super_block").offsetof("s_dev")
         self.paths = Paths(k)
         self._ops: dict[int, tuple[str, str | None]] = {}
+
+    def page_kinds(self) -> PageKinds:
+        """The page-kind cache shared by every mm this reader walks (made on first need)."""
+        if self._page_kinds is None:
+            self._page_kinds = PageKinds(self.k)
+        return self._page_kinds
 
     def vmas(self, mm: int) -> tuple[tuple, list[tuple]]:
         """The mm's fields and the layout values of each of its VMAs, in address order."""
@@ -207,18 +214,14 @@ def _records(r: _VmaReader, pid: int, comm: str, mm: int) -> list[dict[str, Any]
 def _add_rss(r: _VmaReader, records: list[dict[str, Any]], pgd: int, pid: int) -> None:
     """The rss columns of each VMA record (NA, and a gap, where the tables are unreadable)."""
     try:
-        counter = RssCounter(r.k, pgd)
+        counts = RssCounter(r.k, pgd, r.page_kinds()).counts([(rec["start"], rec["end"]) for rec in records])
     except KdnbError as exc:
         r.gaps.note(f"page tables of pid {pid}", pgd, exc)
-        counter = None
-    for rec in records:
-        values: tuple = (None,) * 4
-        if counter is not None:
-            try:
-                values = counter.count(rec["start"], rec["end"])
-            except KdnbError as exc:
-                r.gaps.note(f"rss of vma {rec['address']:#x} of pid {pid}", rec["address"], exc)
-        rec.update(zip(RSS_COLUMNS, values))
+        counts = [None] * len(records)
+    for rec, values in zip(records, counts):
+        if isinstance(values, KdnbError):
+            r.gaps.note(f"rss of vma {rec['address']:#x} of pid {pid}", rec["address"], values)
+        rec.update(zip(RSS_COLUMNS, values if isinstance(values, tuple) else (None,) * 4))
 
 
 def vmas_frame(dump: "Dump", pid: int) -> pd.DataFrame:
