@@ -165,5 +165,5 @@ def load_segments(loads: Loads, file_size: int) -> SegmentTable:
     offset = np.column_stack((loads.offset, loads.offset + avail, np.zeros(n, dtype=np.uint64))).ravel()
     offset_ok = np.tile(np.array([True, True, False]), n)  # an excluded tail has no file offset
     source = np.repeat(loads.index, 3)
-    table = SegmentTable(start, end, state, vaddr, None, offset, offset_ok, "PT_LOAD", source)
+    table = SegmentTable(start, end, state, vaddr, offset, offset_ok, "PT_LOAD", source)
     return table.select(start < end)

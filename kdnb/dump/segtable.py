@@ -39,8 +39,7 @@ class SegmentTable:
     start: np.ndarray  # uint64
     end: np.ndarray  # uint64
     state: np.ndarray  # uint8 code into STATE_NAMES (1..4)
-    vaddr: np.ndarray | None = None  # uint64
-    vaddr_ok: np.ndarray | None = None  # bool
+    vaddr: np.ndarray | None = None  # uint64 (every value fits: ELF loads are checked)
     file_offset: np.ndarray | None = None  # uint64
     file_offset_ok: np.ndarray | None = None  # bool
     source: str = ""
@@ -55,7 +54,7 @@ class SegmentTable:
     def __getitem__(self, i: int) -> Segment:
         """Row `i` as a Segment."""
         return Segment(int(self.start[i]), int(self.end[i]), STATE_NAMES[int(self.state[i])],
-                       _optional(self.vaddr, self.vaddr_ok, i),
+                       _optional(self.vaddr, None, i),
                        _optional(self.file_offset, self.file_offset_ok, i), self.source_of(i))
 
     def source_of(self, i: int) -> str:
@@ -86,7 +85,7 @@ class SegmentTable:
             return None if a is None else a[keep]
 
         return SegmentTable(self.start[keep], self.end[keep], self.state[keep], pick(self.vaddr),
-                            pick(self.vaddr_ok), pick(self.file_offset), pick(self.file_offset_ok),
+                            pick(self.file_offset), pick(self.file_offset_ok),
                             self.source, pick(self.source_index))
 
 

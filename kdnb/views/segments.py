@@ -22,7 +22,7 @@ def segments_frame(reader: DumpReader) -> pd.DataFrame:
         "end": _u64(table.end, None, absent),
         "pages": pd.arrays.IntegerArray(table.pages(reader.page_size), absent),
         "state": pd.Categorical.from_codes(table.state.astype(np.int8) - 1, categories=SEGMENT_STATES),
-        "vaddr": _u64(table.vaddr, table.vaddr_ok, absent),
+        "vaddr": _u64(table.vaddr, None, absent),
         "file_offset": _u64(table.file_offset, table.file_offset_ok, absent),
         "source": _sources(table),
     }, copy=False)
