@@ -59,7 +59,7 @@ def task_state_char(state: int, exit_state: int) -> str:
 class _TaskReader:
     """Reads task_structs with one layout; knows the member differences between kernels."""
 
-    def __init__(self, kernel: "Kernel", gaps: Gaps) -> None:
+    def __init__(self, kernel: Kernel, gaps: Gaps) -> None:
         self.k = kernel
         self.gaps = gaps
         t = kernel.type("struct task_struct")
@@ -203,7 +203,7 @@ def _walk_threads(r: _TaskReader, leader: int) -> None:
     r.gaps.note(f"thread list of task {leader:#x} is cut on both sides", leader)
 
 
-def _runqueues(k: "Kernel", gaps: Gaps) -> list[tuple[int, int, int]]:
+def _runqueues(k: Kernel, gaps: Gaps) -> list[tuple[int, int, int]]:
     """(cpu, rq->curr, rq->idle) for each online CPU."""
     rq_t = k.type("struct rq")
     layout = k.layout(rq_t, ["curr", "idle"])
@@ -221,7 +221,7 @@ def _runqueues(k: "Kernel", gaps: Gaps) -> list[tuple[int, int, int]]:
 class _Rss:
     """Resident pages of an mm: file + anon + shmem counters (mm_struct.rss_stat)."""
 
-    def __init__(self, k: "Kernel", gaps: Gaps) -> None:
+    def __init__(self, k: Kernel, gaps: Gaps) -> None:
         self.k = k
         self.gaps = gaps
         mm_t = k.type("struct mm_struct")
@@ -268,7 +268,7 @@ class _Rss:
         return count
 
 
-def tasks_frame(dump: "Dump") -> pd.DataFrame:
+def tasks_frame(dump: Dump) -> pd.DataFrame:
     """The tasks DataFrame (columns: see COLUMNS and the issue)."""
     k = dump.kernel
     gaps = Gaps()
@@ -296,7 +296,7 @@ def tasks_frame(dump: "Dump") -> pd.DataFrame:
     return gaps.attach(df, "tasks")
 
 
-def _frame(k: "Kernel", r: _TaskReader, addresses: list[int], current: set[int],
+def _frame(k: Kernel, r: _TaskReader, addresses: list[int], current: set[int],
            gaps: Gaps) -> pd.DataFrame:
     rows = r.rows
     R = _TaskReader

@@ -14,10 +14,10 @@ import pytest
 
 import kdnb
 from kdnb.errors import PageNotInDump
+from kdnb.samples import samples
 from kdnb.views import tasks_columns
 from kdnb.views.common import Gaps
 from kdnb.views.tasks import tasks_frame
-from kdnb.samples import samples
 from tests import tasks_plain
 from tests.conftest import CORPUS
 

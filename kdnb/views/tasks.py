@@ -11,15 +11,23 @@ lost only when its own task_struct is missing or every list leading to it is cut
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..errors import KdnbError
 from .common import Gaps, online_cpus, read_or_none, read_u64
-from .tasks_columns import MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, STATE_CHARS, TaskColumns, \
-    task_state_char, tasks_dataframe
+from .tasks_columns import (
+    MM_ANONPAGES,
+    MM_FILEPAGES,
+    MM_SHMEMPAGES,
+    STATE_CHARS,
+    TaskColumns,
+    task_state_char,
+    tasks_dataframe,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api import Dump
@@ -37,7 +45,7 @@ COLUMNS = ["pid", "tgid", "ppid", "comm", "state", "state_raw", "flags", "is_kth
 class _TaskReader:
     """Reads task_structs with one layout; knows the member differences between kernels."""
 
-    def __init__(self, kernel: "Kernel", gaps: Gaps) -> None:
+    def __init__(self, kernel: Kernel, gaps: Gaps) -> None:
         self.k = kernel
         self.gaps = gaps
         t = kernel.type("struct task_struct")
@@ -199,7 +207,7 @@ def _walk_threads(r: _TaskReader, leader: int) -> None:
     r.gaps.note(f"thread list of task {leader:#x} is cut on both sides", leader)
 
 
-def _runqueues(k: "Kernel", gaps: Gaps) -> list[tuple[int, int, int]]:
+def _runqueues(k: Kernel, gaps: Gaps) -> list[tuple[int, int, int]]:
     """(cpu, rq->curr, rq->idle) for each online CPU."""
     rq_t = k.type("struct rq")
     layout = k.layout(rq_t, ["curr", "idle"])
@@ -214,7 +222,7 @@ def _runqueues(k: "Kernel", gaps: Gaps) -> list[tuple[int, int, int]]:
     return out
 
 
-def tasks_frame(dump: "Dump") -> pd.DataFrame:
+def tasks_frame(dump: Dump) -> pd.DataFrame:
     """The tasks DataFrame (columns: see COLUMNS and the issue)."""
     k = dump.kernel
     gaps = Gaps()

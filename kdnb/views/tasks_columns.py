@@ -8,7 +8,8 @@ object is made per task and field. `tasks_dataframe` turns the records into the 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ def task_state_char(state: int, exit_state: int) -> str:
     return STATE_CHARS[report.bit_length()]
 
 
-def _np_format(t: "Type", path: str) -> str:
+def _np_format(t: Type, path: str) -> str:
     """numpy format of one task_struct member: a little-endian integer, or bytes for char [N]."""
     if is_char_array(t):
         return f"S{t.strip().size or 0}"
@@ -64,7 +65,7 @@ class TaskColumns:
     added so far, in order, as a packed structured array.
     """
 
-    def __init__(self, task_t: "Type", members: dict[str, str]) -> None:
+    def __init__(self, task_t: Type, members: dict[str, str]) -> None:
         names, formats, offsets = [], [], []
         for name, path in members.items():
             m = task_t.member(path)
@@ -106,7 +107,7 @@ class TaskColumns:
 class Rss:
     """Resident pages of an mm: file + anon + shmem counters (mm_struct.rss_stat)."""
 
-    def __init__(self, k: "Kernel", gaps: Gaps) -> None:
+    def __init__(self, k: Kernel, gaps: Gaps) -> None:
         self.k = k
         self.gaps = gaps
         m = k.type("struct mm_struct").member("rss_stat")
@@ -175,7 +176,7 @@ def _ns(values: np.ndarray) -> pd.Series:
     return pd.to_timedelta(values.astype(np.uint64).astype(np.int64), unit="ns")  # u64 nanoseconds
 
 
-def tasks_dataframe(k: "Kernel", records: np.ndarray, order: Sequence[int], keep: np.ndarray,
+def tasks_dataframe(k: Kernel, records: np.ndarray, order: Sequence[int], keep: np.ndarray,
                     current: set[int], tgid_off: int, rss_fields: Sequence[str],
                     gaps: Gaps) -> pd.DataFrame:
     """The tasks frame from the records of every task read (`records`, at addresses `order`), of which
