@@ -20,9 +20,9 @@ from kdnb.views.common import Gaps
 from kdnb.views.tasks import tasks_frame
 from tests import tasks_plain
 from tests.conftest import CORPUS
+from tests.test_scale_lab import _folders as scale_folders
 
 DUMPS = [*(str(p) for p in samples()["path"]), *sorted(str(p) for p in CORPUS.glob("*/vmcore.kdump-zlib"))]
-SCALE = [str(Path(p) / "vmcore.kdump-zlib") for p in os.environ.get("KDNB_SCALE_LAB_DIRS", "").split(":") if p]
 
 
 def _both(d: kdnb.Dump) -> tuple[tuple, tuple]:
@@ -48,11 +48,20 @@ def _same(d: kdnb.Dump) -> pd.DataFrame | None:
     return new
 
 
-@pytest.mark.parametrize("path", DUMPS + SCALE, ids=lambda p: p.split("/")[-2])
+@pytest.mark.parametrize("path", DUMPS, ids=lambda p: p.split("/")[-2])
 def test_tasks_frame_equals_the_per_task_path(path: str) -> None:
     with kdnb.open(path) as d:
         df = _same(d)
     assert df is not None and len(df) > 0 and df["comm"].notna().all()
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("folder", scale_folders(), ids=lambda p: p.name)
+def test_tasks_frame_equals_on_scale_dumps(folder: Path) -> None:
+    """The production-size lab dumps ($KDNB_SCALE_DUMPS, up to 30,063 tasks): same frame."""
+    with kdnb.open(folder / "vmcore.kdump-zlib") as d:
+        df = _same(d)
+    assert df is not None and len(df) > 100
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.7, 0.85, 0.95])
