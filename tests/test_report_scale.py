@@ -145,3 +145,24 @@ def test_timeline_cut_is_the_full_timeline_cut(dump, max_rows):
 def test_validate_and_root_cause_made_once(dump):
     assert dump.validate() is dump.validate()
     assert dump.root_cause() is dump.root_cause()
+
+
+def test_segments_section_lists_at_most_its_cap(monkeypatch):
+    """A fragmented dump's millions of segments are counted in the totals, not all listed."""
+    from kdnb.ui import sections_data
+
+    d = quiet_open(DUMPS[0])
+    total = len(d.segments)
+    assert total > 3
+    listed = []
+    monkeypatch.setattr(sections_data, "MAX_SEGMENT_ROWS", 3)
+    monkeypatch.setattr(sections_data, "table_html", lambda df, **kw: listed.append(df) or "")
+    text = sections_data.segments(d)
+    assert f"the first 3 of {total} segments" in text
+    assert [len(df) for df in listed] == [3]
+
+
+def quiet_open(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return kdnb.open(path)

@@ -17,6 +17,7 @@ from .sections import heading
 from .sections_system import system_state
 from .tables import table_html
 
+MAX_SEGMENT_ROWS = 5000  # segments listed in the report (the page totals count them all)
 TASK_COLUMNS = ("pid", "tgid", "ppid", "comm", "state", "cpu", "is_current", "is_kthread", "prio",
                 "policy", "last_run", "utime", "stime", "rss_pages", "address")
 
@@ -134,6 +135,10 @@ def segments(dump: Any) -> str:
     if "state" in df and "pages" in df:
         by = df.groupby("state", observed=True)["pages"].sum()
         extra = "<p>" + ", ".join(f"{html.escape(str(k))}: {int(v)} pages" for k, v in by.items()) + "</p>"
+    if len(df) > MAX_SEGMENT_ROWS:  # a fragmented dump: millions of one-page segments
+        extra += (f"<p>The table lists the first {MAX_SEGMENT_ROWS} of {len(df)} segments; "
+                  "<code>d.segments</code> has them all.</p>")
+        df = df.head(MAX_SEGMENT_ROWS)
     return heading("segments") + extra + table_html(df)
 
 
