@@ -42,6 +42,7 @@ import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 t0 = time.perf_counter()
 import kdnb
+import pandas  # noqa: F401 - `import kdnb` defers it to the first open: counted as import, not view
 t1 = time.perf_counter()
 d = kdnb.open(sys.argv[1])
 tasks, slab, log = d.tasks, d.slab, d.log
