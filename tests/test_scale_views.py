@@ -52,7 +52,7 @@ def test_socket_rows_are_the_socket_rows_of_every_file(dump):
     reader = OpenFiles(dump.kernel)
     compared = 0
     for files in _tables(dump):
-        every = quiet(lambda: reader.rows(files, Gaps()))
+        every = quiet(lambda files=files: reader.rows(files, Gaps()))
         sockets = reader.rows(files, Gaps(), only="socket")
         assert sockets == [r for r in every if r["type"] == "socket"]
         compared += len(every)
