@@ -32,6 +32,7 @@ PAGE_MAPPING_ANON = 0x1
 MAX_TABLE_PAGES = 1 << 18  # page-table pages read for one mm: 1 GiB of tables
 MAX_TABLE_VISITS = 1 << 19  # table visits for one mm: twice the table pages it may have
 USER_TOP = 1 << 56  # above any 5-level user address
+_INDEXES = np.arange(512, dtype=np.int64)  # the entries of a table page
 
 
 class PageKinds:
@@ -112,11 +113,11 @@ class RssCounter:
         if len(order):
             self._walk(self.root, 0, 0, walk)
         totals, failed = walk.totals(self.kinds)
-        out: list[tuple[int, int, int, int] | KdnbError] = [KdnbError("not counted")] * len(ranges)
+        out: dict[int, tuple[int, int, int, int] | KdnbError] = {}
         for pos, i in enumerate(order):
             anon, file, shmem = (int(x) for x in totals[pos])
             out[i] = failed.get(pos) or (anon + file + shmem, anon, file, shmem)
-        return out
+        return [out[i] for i in range(len(ranges))]
 
     def _walk(self, table_paddr: int, level: int, base: int, walk: "_Walk") -> None:
         """Visit the entries of one table page that overlap a VMA: its leaves at once (numpy
@@ -126,7 +127,7 @@ class RssCounter:
         self.visits += 1
         if self.visits > MAX_TABLE_VISITS:
             raise KdnbError(f"more than {MAX_TABLE_VISITS} page-table visits in one mm")
-        lo = base + np.arange(512, dtype=np.int64) * span
+        lo = base + _INDEXES * span
         try:
             table = self._table(table_paddr)
         except KdnbError as exc:
