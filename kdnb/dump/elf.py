@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from ..bounds import count, vmcoreinfo_int
 from ..errors import CorruptDump, FormatError, ImplausibleValue
@@ -53,6 +51,10 @@ class ElfDump(DumpReader):
             raise
 
     def _open(self) -> None:
+        # pyelftools loads with the first ELF dump (~50 ms): a kdump-format open does without it
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
         self.file_size = os.fstat(self._file.fileno()).st_size
         try:
             elf = ELFFile(self._file)

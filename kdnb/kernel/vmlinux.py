@@ -6,8 +6,6 @@ import os
 from typing import TYPE_CHECKING
 
 import numpy as np
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from ..errors import FormatError, KdnbError
 from .symbols import SymbolTable
@@ -57,6 +55,8 @@ class Vmlinux:
     """A vmlinux ELF: its symbols, build id, `.BTF` section, and bytes at a link-time address."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        from elftools.elf.elffile import ELFFile  # pyelftools loads with the first vmlinux given
+
         self.path = os.fspath(path)
         self._file = open(self.path, "rb")
         try:
@@ -72,6 +72,8 @@ class Vmlinux:
     @property
     def build_id(self) -> str | None:
         """The GNU build id (hex), if the ELF has one."""
+        from elftools.elf.sections import NoteSection
+
         for sec in self.elf.iter_sections():
             if isinstance(sec, NoteSection):
                 for note in sec.iter_notes():
@@ -93,6 +95,8 @@ class Vmlinux:
 
     def symbols(self) -> SymbolTable:
         """Symbols from `.symtab` (link-time addresses, sizes from st_size)."""
+        from elftools.elf.sections import SymbolTableSection
+
         sec = self.elf.get_section_by_name(".symtab")
         if not isinstance(sec, SymbolTableSection):
             raise FormatError(f"{self.path}: no .symtab (stripped vmlinux)")
