@@ -32,6 +32,26 @@ class PageCache:
             pages.popitem(last=False)
         return data
 
+    def get_run(self, first: int, n: int, load: Callable[[list[int]], list[bytes]]) -> list[bytes]:
+        """Pages first .. first + n - 1, calling `load(missing pfns)` once for the misses."""
+        pages = self._pages
+        out: list = []
+        missing: list[int] = []
+        for pfn in range(first, first + n):
+            data = pages.get(pfn)
+            if data is None:
+                missing.append(pfn)
+            else:
+                pages.move_to_end(pfn)
+            out.append(data)
+        if missing:
+            for pfn, data in zip(missing, load(missing)):
+                out[pfn - first] = data
+                pages[pfn] = data
+            while len(pages) > self.capacity:
+                pages.popitem(last=False)
+        return out
+
     def clear(self) -> None:
         """Drop every cached page."""
         self._pages.clear()
@@ -62,27 +82,32 @@ class DumpReader:
         """Return the decoded bytes of page `pfn` or raise PageNotInDump."""
         raise NotImplementedError
 
+    def _load_pages(self, pfns: list[int]) -> list[bytes]:
+        """The decoded bytes of pages `pfns` (ascending), or the error of the first that fails:
+        formats that can read neighbouring pages in one go override this."""
+        return [self._load_page(pfn) for pfn in pfns]
+
     def read_page(self, pfn: int) -> bytes:
         """One whole page, through the LRU cache."""
         return self._cache.get(pfn, self._load_page)
+
+    def read_pages(self, first: int, n: int) -> list[bytes]:
+        """Pages first .. first + n - 1, through the LRU cache; the missing ones are loaded
+        together (one file read per run of neighbouring pages, where the format allows)."""
+        return self._cache.get_run(first, n, self._load_pages)
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         """Read `size` bytes of physical memory at `paddr`, across page boundaries."""
         if size <= 0:
             return b""
         psz = self.page_size
-        off = paddr % psz
+        pfn, off = divmod(paddr, psz)
         if off + size <= psz:
-            return self.read_page(paddr // psz)[off:off + size]
-        parts = []
-        pfn = paddr // psz
-        remaining = size
-        while remaining > 0:
-            chunk = self.read_page(pfn)[off:off + remaining]
-            parts.append(chunk)
-            remaining -= len(chunk)
-            pfn += 1
-            off = 0
+            return self.read_page(pfn)[off:off + size]
+        n = (off + size + psz - 1) // psz
+        parts = self.read_pages(pfn, n)
+        parts[0] = parts[0][off:]
+        parts[-1] = parts[-1][:off + size - (n - 1) * psz]
         return b"".join(parts)
 
     def is_present(self, paddr: int) -> bool:

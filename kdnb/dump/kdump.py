@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..bounds import count, in_range, power_of_two, vmcoreinfo_int
-from ..errors import CorruptDump, ImplausibleValue
+from ..errors import CorruptDump, ImplausibleValue, KdnbError
 from .base import DumpReader, PageCache
 from .codecs import DECOMPRESSORS, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_EXCLUDED_VMEMMAP, \
     compression_names
@@ -26,6 +26,7 @@ MAX_PFN_LIMIT = 1 << 40  # 4 PiB of 4 KiB pages: anything above is a corrupt hea
 DESC_SIZE = PAGE_DESC.itemsize
 STATE_CHUNK = 1 << 20  # page frames classified per step of page_states()
 DESC_BLOCK = 256  # page descriptors read per pread (6 KiB): neighbouring pages share one read
+RUN_BYTES = 1 << 20  # stored bytes of neighbouring pages read with one pread at most
 DESC_BLOCKS_CACHED = 1024  # 6 MiB of descriptors, 256 Ki pages (1 GiB) of the dump
 NOTE_MAX = 1 << 24  # the ELF notes of 8192 CPUs take ~ 3 MiB
 VMCOREINFO_MAX = 1 << 20
@@ -228,11 +229,11 @@ class KdumpDump(DumpReader):
         return self.source.pread(self._desc_off + index * DESC_BLOCK * DESC_SIZE,
                                  DESC_BLOCK * DESC_SIZE)
 
-    def _load_page(self, pfn: int) -> bytes:
-        psz = self.page_size
-        paddr = pfn * psz
+    def _locate(self, pfn: int) -> tuple[int, int, int]:
+        """(file offset, stored size, flags) of page `pfn`; raises PageNotInDump or CorruptDump."""
         if not self.has_page(pfn):
             byte = pfn >> 3
+            paddr = pfn * self.page_size
             if 0 <= byte < len(self._bitmap1) and self._bitmap1[byte] >> (pfn & 7) & 1:
                 level = self.header.get("dump_level")
                 raise self._missing(paddr, f"excluded by dump level {level}")
@@ -241,13 +242,17 @@ class KdumpDump(DumpReader):
         if offset == 0 and size == 0:
             reason = "lost in an incomplete dump" if self.incomplete else \
                 "its page descriptor is empty"
-            raise self._missing(paddr, reason)
-        if size > psz or offset <= 0:
+            raise self._missing(pfn * self.page_size, reason)
+        if size > self.page_size or offset <= 0:
             raise CorruptDump(f"{self.path}: page descriptor of pfn {pfn:#x} is corrupt "
                               f"(offset {offset:#x}, size {size}, flags {flags:#x})")
-        data = self.source.pread(offset, size)
+        return offset, size, flags
+
+    def _decode(self, pfn: int, offset: int, size: int, flags: int, data: bytes) -> bytes:
+        """The page from its stored bytes (`data`, short when the file ends early)."""
+        psz = self.page_size
         if len(data) < size:
-            raise self._missing(paddr, "beyond the end of a truncated file")
+            raise self._missing(pfn * psz, "beyond the end of a truncated file")
         if flags == 0:  # stored raw
             if size != psz:
                 raise CorruptDump(f"{self.path}: raw page of pfn {pfn:#x} is {size} bytes, "
@@ -265,6 +270,38 @@ class KdumpDump(DumpReader):
             raise CorruptDump(f"{self.path}: pfn {pfn:#x} decompresses to {len(page)} bytes, "
                               f"not {psz}")
         return page
+
+    def _load_page(self, pfn: int) -> bytes:
+        offset, size, flags = self._locate(pfn)
+        return self._decode(pfn, offset, size, flags, self.source.pread(offset, size))
+
+    def _load_pages(self, pfns: list[int]) -> list[bytes]:
+        """Pages whose stored bytes follow each other in the file are read with one pread (up to
+        RUN_BYTES); the error raised is the one loading them in order would meet first."""
+        located: list[tuple[int, int, int, int]] = []
+        error: KdnbError | None = None
+        for pfn in pfns:
+            try:
+                located.append((pfn, *self._locate(pfn)))
+            except KdnbError as exc:
+                error = exc
+                break
+        out: list[bytes] = []
+        i = 0
+        while i < len(located):
+            start = end = located[i][1]
+            j = i
+            while j < len(located) and located[j][1] == end and end - start < RUN_BYTES:
+                end += located[j][2]
+                j += 1
+            run = self.source.pread(start, end - start)
+            for pfn, offset, size, flags in located[i:j]:
+                out.append(self._decode(pfn, offset, size, flags,
+                                        run[offset - start:offset - start + size]))
+            i = j
+        if error is not None:
+            raise error
+        return out
 
     # -- segments ------------------------------------------------------------------------
     def page_states(self) -> np.ndarray:

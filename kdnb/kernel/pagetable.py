@@ -116,6 +116,9 @@ class PageTable:
         """
         if size <= 0:
             return b""
+        po = self.page_offset
+        if po is not None and po <= vaddr and vaddr + size <= po + self._direct_span:
+            return self._read_run(vaddr, vaddr - po, size)  # the direct map: one physical run
         off = vaddr & (PAGE_SIZE - 1)
         if off + size <= PAGE_SIZE:
             return self._read_run(vaddr, self.translate(vaddr), size)

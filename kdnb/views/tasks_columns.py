@@ -125,7 +125,7 @@ class Rss:
 
     def pages(self, mm: int) -> int | None:
         """file + anon + shmem pages of the mm at `mm`, or None (a gap noted) when unreadable."""
-        data = read_or_none(self.k, mm + self.off, self.size, self.gaps, "mm_struct.rss_stat")
+        data = self.read(mm)
         if data is None:
             return None
         try:
@@ -133,6 +133,19 @@ class Rss:
         except KdnbError as exc:
             self.gaps.note(f"per-CPU rss counters of mm {mm:#x}", mm, exc)
             return None
+
+    def read(self, mm: int) -> bytes | None:
+        """The rss_stat bytes of the mm at `mm`, or None (a gap noted) when unreadable."""
+        return read_or_none(self.k, mm + self.off, self.size, self.gaps, "mm_struct.rss_stat")
+
+    def totals(self, data: Sequence[bytes]) -> list[int]:
+        """file + anon + shmem pages from the rss_stat bytes of many mms (struct mm_rss_stat,
+        not per-CPU counters), summed as Python integers like `pages`."""
+        if not data:
+            return []
+        counts = np.frombuffer(b"".join(data), dtype="<i8").reshape(len(data), -1)
+        picked = counts[:, [MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES]].tolist()
+        return [a + b + c for a, b, c in picked]
 
     def _counter(self, data: bytes, i: int) -> int:
         if not self.percpu:
@@ -204,12 +217,20 @@ def tasks_dataframe(k: Kernel, records: np.ndarray, order: Sequence[int], keep: 
                     + [(i, 1) for i in first_task.tolist()])
     rss = Rss(k, gaps)
     pages_of: dict[int, int | None] = {}
+    stats: dict[int, bytes] = {}  # rss_stat bytes read, decoded together below
     for i, kind in events:
         if kind == 0:
             data = read_or_none(k, int(parent[i]) + tgid_off, 4, gaps, "parent task_struct")
             ppid[i] = struct.unpack("<i", data)[0] if data is not None else None
-        else:
+        elif rss.percpu:
             pages_of[int(mm[i])] = rss.pages(int(mm[i]))
+        else:
+            data = rss.read(int(mm[i]))
+            if data is None:
+                pages_of[int(mm[i])] = None
+            else:
+                stats[int(mm[i])] = data
+    pages_of.update(zip(stats, rss.totals(list(stats.values()))))
     for i in np.flatnonzero((rec["pid"] == 0) | (parent == addr)).tolist():
         ppid[i] = 0
     rss_pages = _rss_pages(rec, mm, user, mms, mm_index, pages_of, rss_fields)
