@@ -157,11 +157,14 @@ def read_log_records(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -
     problems = [f"record seq {int(cols['seq'][i])}: text block lpos {int(begin[i]):#x}-"
                 f"{int(nxt[i]):#x} is invalid" for i in bad]
     blob = _read(read, data_addr + base, end - base, "printk text ring") if end > base else b""
-    keep = cols["seq"] < np.uint64(SEQ_LIMIT)
+    seq = cols["seq"]
+    keep = seq < np.uint64(SEQ_LIMIT)
+    order: slice | np.ndarray = slice(None)  # the ids' order is already the seqs' in a sound ring
     if not keep.all():
         problems.append(f"{int((~keep).sum())} record(s) with a seq past 2^63 dropped")
-    kept = np.flatnonzero(keep)
-    order = kept[np.argsort(cols["seq"][kept], kind="stable")]
+    if not keep.all() or not bool((seq[1:] >= seq[:-1]).all()):
+        kept = np.flatnonzero(keep)
+        order = kept[np.argsort(seq[kept], kind="stable")]
     return LogRecords(cols["seq"][order], cols["ts"][order], cols["level"][order], cols["facility"][order],
                       cols["caller"][order], cols["subsystem"][order], cols["device"][order],
                       (first[order] - base).astype(np.int64), (last[order] - base).astype(np.int64),
@@ -171,18 +174,15 @@ def read_log_records(read: Reader, vmcoreinfo: dict[str, str], path: str = "") -
 def _live_records(read: Reader, off: _Layout, descs_addr: int, infos_addr: int, ids: np.ndarray,
                   count: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The info columns and text lpos (begin, next) of the live records, oldest first; the
-    slots are read CHUNK_SLOTS at a time into columns made once, so no whole descriptor or info
-    array, and no second copy of a column, is ever held."""
+    slots are read CHUNK_SLOTS at a time and their fields copied straight into columns made
+    once, so no whole descriptor or info array, and no second copy of a column, is ever held."""
     fields = _info_fields(off)
     out = {key: np.empty(len(ids), dtype) for key, (_, dtype) in fields.items()}
     out["begin"], out["next"] = np.empty(len(ids), np.uint64), np.empty(len(ids), np.uint64)
     filled = 0
     for c in range(0, len(ids), CHUNK_SLOTS):
-        chunk = _live_chunk(read, off, fields, descs_addr, infos_addr, ids[c:c + CHUNK_SLOTS], count)
-        n = len(chunk["begin"])
-        for key, values in chunk.items():
-            out[key][filled:filled + n] = values
-        filled += n
+        filled = _live_chunk(read, off, fields, descs_addr, infos_addr, ids[c:c + CHUNK_SLOTS], count,
+                             (out, filled))
     cols = {key: values[:filled] for key, values in out.items()}
     cols["level"] = cols["level"] >> np.uint8(5)  # the top 3 bits of the flags:5 + level:3 byte
     return cols, cols.pop("begin"), cols.pop("next")
@@ -197,25 +197,29 @@ def _info_fields(off: _Layout) -> dict[str, tuple[int, str]]:
 
 
 def _live_chunk(read: Reader, off: _Layout, fields: dict[str, tuple[int, str]], descs_addr: int,
-                infos_addr: int, ids: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    """The fields, begin and next of the live records among consecutive ids (at least one)."""
+                infos_addr: int, ids: np.ndarray, count: int, into: tuple[dict[str, np.ndarray], int]) -> int:
+    """Copies the fields, begin and next of the live records among consecutive ids (at least
+    one) into the columns `into[0]` from row `into[1]`; returns the rows filled after them."""
     # only the slots of these ids are read, in two pieces when they wrap past the last slot
-    # (they do from the start: the first record's id sits in the last slot)
+    # (they do from the start: the first record's id sits in the last slot); the ids are
+    # consecutive, so the i-th slot read holds the i-th id
     lo, span = int(ids[0]) & (count - 1), len(ids)
     descs, infos = (b"".join(_read(read, addr + a * size, (b - a) * size, what)
                              for a, b in _slot_runs(lo, span, count))
                     for addr, size, what in ((descs_addr, off.desc_size, "printk descriptors"),
                                              (infos_addr, off.info_size, "printk infos")))
-    idx = ((ids & np.uint64(count - 1)) - np.uint64(lo)) & np.uint64(count - 1)
-    state_var = _column(descs, off.state_var, off.desc_size, span)[idx]
+    state_var = _column(descs, off.state_var, off.desc_size, span)
     state = state_var >> np.uint64(DESC_STATE_SHIFT)
     live = ((state == DESC_COMMITTED) | (state == DESC_FINALIZED)) & \
         ((state_var & np.uint64(DESC_ID_MASK)) == (ids & np.uint64(DESC_ID_MASK)))
-    at = idx[live]  # ring slots of the live records, oldest first
-    cols = {key: _column(infos, offset, off.info_size, span, dtype)[at] for key, (offset, dtype) in fields.items()}
-    cols["begin"] = _column(descs, off.lpos_begin, off.desc_size, span)[at]
-    cols["next"] = _column(descs, off.lpos_next, off.desc_size, span)[at]
-    return cols
+    at: slice | np.ndarray = slice(None) if live.all() else np.flatnonzero(live)
+    out, filled = into
+    rows = slice(filled, filled + (span if isinstance(at, slice) else len(at)))
+    for key, (offset, dtype) in fields.items():
+        out[key][rows] = _column(infos, offset, off.info_size, span, dtype)[at]
+    out["begin"][rows] = _column(descs, off.lpos_begin, off.desc_size, span)[at]
+    out["next"][rows] = _column(descs, off.lpos_next, off.desc_size, span)[at]
+    return rows.stop
 
 
 def _slot_runs(lo: int, span: int, count: int) -> list[tuple[int, int]]:
