@@ -24,6 +24,7 @@ PAGE_DESC = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"),
 POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 MAX_PFN_LIMIT = 1 << 40  # 4 PiB of 4 KiB pages: anything above is a corrupt header
 DESC_SIZE = PAGE_DESC.itemsize
+_DESC_HEAD = struct.Struct("<qII")  # page_desc offset, size, flags
 STATE_CHUNK = 1 << 20  # page frames classified per step of page_states()
 DESC_BLOCK = 256  # page descriptors read per pread (6 KiB): neighbouring pages share one read
 RUN_BYTES = 1 << 20  # stored bytes of neighbouring pages read with one pread at most
@@ -204,6 +205,7 @@ class KdumpDump(DumpReader):
                                      else np.uint32)
         self._rank_prefix[0] = 0
         np.cumsum(counts, out=self._rank_prefix[1:], dtype=self._rank_prefix.dtype)
+        self._rank_view = memoryview(self._rank_prefix)  # indexing gives Python ints, fast
         self._ram_pages = int(POPCOUNT[self._bitmap1].sum(dtype=np.int64))
         self._bm2_bytes = self._bitmap2.tobytes()
 
@@ -214,15 +216,16 @@ class KdumpDump(DumpReader):
         return 0 <= byte < len(self._bm2_bytes) and bool(self._bm2_bytes[byte] >> (pfn & 7) & 1)
 
     def _descriptor(self, pfn: int) -> tuple[int, int, int]:
+        """(offset, size, flags) of a page the 2nd bitmap marks as written (its rank among them
+        indexes the descriptor table)."""
         byte = pfn >> 3
-        rank = int(self._rank_prefix[byte]) + \
-            bin(self._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).count("1")
+        rank = self._rank_view[byte] + (self._bm2_bytes[byte] & ((1 << (pfn & 7)) - 1)).bit_count()
         block = self._desc_blocks.get(rank // DESC_BLOCK, self._descriptor_block)
         at = rank % DESC_BLOCK * DESC_SIZE
         if at + DESC_SIZE > len(block):
             raise self._missing(pfn * self.page_size, "its page descriptor lies beyond the end "
                                 "of a truncated file")
-        return struct.unpack_from("<qII", block, at)
+        return _DESC_HEAD.unpack_from(block, at)
 
     def _descriptor_block(self, index: int) -> bytes:
         """Descriptors of ranks index * DESC_BLOCK onwards (short where the file ends)."""

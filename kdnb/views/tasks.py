@@ -69,12 +69,12 @@ class _TaskReader:
             nr = t.member("rss_stat.count").type.strip().length
             members.update({f"rss{i}": f"rss_stat.count[{i}]" for i in range(nr)})
             self.rss_fields = [f"rss{i}" for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES) if i < nr]
-        self.columns = TaskColumns(t, members)
         # the walk's pointers, unpacked per task (tuple positions: NEXT ... SIB_PREV below)
         self.links = kernel.layout(t, ["tasks.next", "tasks.prev", "signal", f"{thread_link}.next",
                                        f"{thread_link}.prev", "children.next", "children.prev",
                                        "sibling.next", "sibling.prev"])
-        self.size = max(self.columns.size, self.links.size)
+        self.columns = TaskColumns(t, members, min_stride=self.links.size)
+        self.size = self.columns.stride  # bytes read per task: the members and the links
         self.tasks_off = t.offsetof("tasks")
         self.thread_off = t.offsetof(thread_link)
         self.tgid_off = t.offsetof("tgid")

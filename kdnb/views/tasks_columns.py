@@ -61,11 +61,12 @@ class TaskColumns:
     """Members of many task_structs as one record array, filled batch by batch.
 
     `members` maps a column name to a member path of struct task_struct ("thread_info.cpu").
-    `add(data)` takes the first `size` bytes of one task_struct; `records()` returns every one
-    added so far, in order, as a packed structured array.
+    `add(data)` takes the first `stride` bytes of one task_struct (at least the members' extent
+    and `min_stride`); `records()` returns every one added so far, in order, as a packed
+    structured array.
     """
 
-    def __init__(self, task_t: Type, members: dict[str, str]) -> None:
+    def __init__(self, task_t: Type, members: dict[str, str], min_stride: int = 0) -> None:
         names, formats, offsets = [], [], []
         for name, path in members.items():
             m = task_t.member(path)
@@ -75,26 +76,26 @@ class TaskColumns:
             formats.append(_np_format(m.type, path))
             offsets.append(m.offset)
         self.size = max(o + np.dtype(f).itemsize for o, f in zip(offsets, formats))
+        self.stride = max(self.size, min_stride)
         self._raw_dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                                    "itemsize": self.size})
+                                    "itemsize": self.stride})
         self.dtype = np.dtype({"names": names, "formats": formats})  # packed
-        self._buf = bytearray()
-        self._count = 0
+        self._parts: list[bytes] = []
         self._done: list[np.ndarray] = []
 
     def add(self, data: bytes) -> None:
-        """One more task_struct (its first `size` bytes)."""
-        self._buf += data if len(data) == self.size else data[:self.size]
-        self._count += 1
-        if self._count == BATCH:
+        """One more task_struct (its first `stride` bytes)."""
+        if len(data) != self.stride:
+            raise KdnbError(f"task_struct copy of {len(data)} bytes, expected {self.stride}")
+        self._parts.append(data)
+        if len(self._parts) == BATCH:
             self._flush()
 
     def _flush(self) -> None:
-        if self._count:
-            raw = np.frombuffer(self._buf, dtype=self._raw_dtype, count=self._count)
+        if self._parts:
+            raw = np.frombuffer(b"".join(self._parts), dtype=self._raw_dtype)
             self._done.append(raw.astype(self.dtype))
-        self._buf = bytearray()
-        self._count = 0
+        self._parts = []
 
     def records(self) -> np.ndarray:
         """Every task added, in order."""
