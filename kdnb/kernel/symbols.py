@@ -22,7 +22,8 @@ class SymbolHit(NamedTuple):
 
 def sizes_to_next(addresses: np.ndarray) -> np.ndarray:
     """Distance from each address to the next larger one (-1 for the highest)."""
-    uniq = np.unique(addresses)
+    ordered = np.sort(addresses, kind="stable")  # kallsyms order is address order: a linear pass
+    uniq = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if len(ordered) else ordered
     nxt = np.searchsorted(uniq, addresses, side="right")
     sizes = np.full(len(addresses), -1, dtype=np.int64)
     has = nxt < len(uniq)
