@@ -9,7 +9,7 @@ from typing import Callable
 from ..errors import PageNotInDump
 from .segtable import SegmentTable
 
-PAGE_CACHE_PAGES = 8192  # decompressed pages kept (32 MiB of 4 KiB pages)
+PAGE_CACHE_PAGES = 4096  # decompressed pages kept (16 MiB of 4 KiB pages)
 
 
 @dataclass

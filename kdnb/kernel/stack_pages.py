@@ -8,7 +8,7 @@ from typing import Callable
 from ..errors import KdnbError
 
 PAGE = 4096
-STACK_PAGES_CACHED = 4096  # 16 MiB: a few hundred stacks and the code pages call sites are read from
+STACK_PAGES_CACHED = 1024  # 4 MiB: the last stacks walked and the code pages their call sites are in
 _U64 = struct.Struct("<Q")
 
 
