@@ -125,9 +125,9 @@ class OpenFiles:
             if only is None:
                 row["path"] = self.paths.file_path(file)
             i_mode, row["inode"] = self.inode.unpack(k.read(inode, self.inode.size))
-            if only is not None and self._kind(inode, i_mode, "") != only:
-                return None  # not wanted: its path is not read
             if only is not None:
+                if self._kind(inode, i_mode, "") != only:
+                    return None  # not wanted: its path is not read
                 row["path"] = self.paths.file_path(file)
             row["mnt_id"] = struct.unpack("<i", k.read(mnt + self.mnt_id_off, 4))[0]
         except KdnbError as exc:

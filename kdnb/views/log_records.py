@@ -182,7 +182,7 @@ def _live_records(read: Reader, off: _Layout, descs_addr: int, infos_addr: int, 
     filled = 0
     for c in range(0, len(ids), CHUNK_SLOTS):
         filled = _live_chunk(read, off, fields, descs_addr, infos_addr, ids[c:c + CHUNK_SLOTS], count,
-                             (out, filled))
+                             out, filled)
     cols = {key: values[:filled] for key, values in out.items()}
     cols["level"] = cols["level"] >> np.uint8(5)  # the top 3 bits of the flags:5 + level:3 byte
     return cols, cols.pop("begin"), cols.pop("next")
@@ -197,9 +197,9 @@ def _info_fields(off: _Layout) -> dict[str, tuple[int, str]]:
 
 
 def _live_chunk(read: Reader, off: _Layout, fields: dict[str, tuple[int, str]], descs_addr: int,
-                infos_addr: int, ids: np.ndarray, count: int, into: tuple[dict[str, np.ndarray], int]) -> int:
+                infos_addr: int, ids: np.ndarray, count: int, out: dict[str, np.ndarray], filled: int) -> int:
     """Copies the fields, begin and next of the live records among consecutive ids (at least
-    one) into the columns `into[0]` from row `into[1]`; returns the rows filled after them."""
+    one) into the columns `out` from row `filled`; returns the rows filled after them."""
     # only the slots of these ids are read, in two pieces when they wrap past the last slot
     # (they do from the start: the first record's id sits in the last slot); the ids are
     # consecutive, so the i-th slot read holds the i-th id
@@ -213,7 +213,6 @@ def _live_chunk(read: Reader, off: _Layout, fields: dict[str, tuple[int, str]], 
     live = ((state == DESC_COMMITTED) | (state == DESC_FINALIZED)) & \
         ((state_var & np.uint64(DESC_ID_MASK)) == (ids & np.uint64(DESC_ID_MASK)))
     at: slice | np.ndarray = slice(None) if live.all() else np.flatnonzero(live)
-    out, filled = into
     rows = slice(filled, filled + (span if isinstance(at, slice) else len(at)))
     for key, (offset, dtype) in fields.items():
         out[key][rows] = _column(infos, offset, off.info_size, span, dtype)[at]

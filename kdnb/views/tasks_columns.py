@@ -106,7 +106,11 @@ class TaskColumns:
 
 
 class Rss:
-    """Resident pages of an mm: file + anon + shmem counters (mm_struct.rss_stat)."""
+    """Resident pages of mms: file + anon + shmem counters (mm_struct.rss_stat).
+
+    `add(mm)` reads one mm's counters (per-CPU ones are summed at once, so their gaps are noted in
+    read order); `pages_of()` decodes the rest in one numpy pass and gives every mm's total.
+    """
 
     def __init__(self, k: Kernel, gaps: Gaps) -> None:
         self.k = k
@@ -123,34 +127,35 @@ class Rss:
             self.count_off = pc.offsetof("count")
             self.counters_off = pc.offsetof("counters")
             self.cpus = online_cpus(k)
+        self._pages: dict[int, int | None] = {}
+        self._stats: dict[int, bytes] = {}  # mm_rss_stat bytes, decoded by pages_of()
 
-    def pages(self, mm: int) -> int | None:
-        """file + anon + shmem pages of the mm at `mm`, or None (a gap noted) when unreadable."""
-        data = self.read(mm)
+    def add(self, mm: int) -> None:
+        """Read the counters of the mm at `mm` (None, a gap noted, when unreadable)."""
+        data = read_or_none(self.k, mm + self.off, self.size, self.gaps, "mm_struct.rss_stat")
         if data is None:
-            return None
-        try:
-            return sum(self._counter(data, i) for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES))
-        except KdnbError as exc:
-            self.gaps.note(f"per-CPU rss counters of mm {mm:#x}", mm, exc)
-            return None
+            self._pages[mm] = None
+        elif not self.percpu:
+            self._stats[mm] = data
+        else:
+            try:
+                self._pages[mm] = sum(self._percpu(data, i)
+                                      for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES))
+            except KdnbError as exc:
+                self.gaps.note(f"per-CPU rss counters of mm {mm:#x}", mm, exc)
+                self._pages[mm] = None
 
-    def read(self, mm: int) -> bytes | None:
-        """The rss_stat bytes of the mm at `mm`, or None (a gap noted) when unreadable."""
-        return read_or_none(self.k, mm + self.off, self.size, self.gaps, "mm_struct.rss_stat")
+    def pages_of(self) -> dict[int, int | None]:
+        """file + anon + shmem pages of every mm added (summed as Python integers)."""
+        if self._stats:
+            counts = np.frombuffer(b"".join(self._stats.values()), dtype="<i8").reshape(len(self._stats), -1)
+            picked = counts[:, [MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES]].tolist()
+            self._pages.update(zip(self._stats, (a + b + c for a, b, c in picked)))
+            self._stats = {}
+        return self._pages
 
-    def totals(self, data: Sequence[bytes]) -> list[int]:
-        """file + anon + shmem pages from the rss_stat bytes of many mms (struct mm_rss_stat,
-        not per-CPU counters), summed as Python integers like `pages`."""
-        if not data:
-            return []
-        counts = np.frombuffer(b"".join(data), dtype="<i8").reshape(len(data), -1)
-        picked = counts[:, [MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES]].tolist()
-        return [a + b + c for a, b, c in picked]
-
-    def _counter(self, data: bytes, i: int) -> int:
-        if not self.percpu:
-            return struct.unpack_from("<q", data, 8 * i)[0]
+    def _percpu(self, data: bytes, i: int) -> int:
+        """Counter `i` of a struct percpu_counter array: its count plus every online CPU's delta."""
         base = i * self.stride
         (count,) = struct.unpack_from("<q", data, base + self.count_off)
         (counters,) = struct.unpack_from("<Q", data, base + self.counters_off)
@@ -217,21 +222,13 @@ def tasks_dataframe(k: Kernel, records: np.ndarray, order: Sequence[int], keep: 
     events = sorted([(i, 0) for i in np.flatnonzero(~found & (parent != 0)).tolist()]
                     + [(i, 1) for i in first_task.tolist()])
     rss = Rss(k, gaps)
-    pages_of: dict[int, int | None] = {}
-    stats: dict[int, bytes] = {}  # rss_stat bytes read, decoded together below
     for i, kind in events:
         if kind == 0:
             data = read_or_none(k, int(parent[i]) + tgid_off, 4, gaps, "parent task_struct")
             ppid[i] = struct.unpack("<i", data)[0] if data is not None else None
-        elif rss.percpu:
-            pages_of[int(mm[i])] = rss.pages(int(mm[i]))
         else:
-            data = rss.read(int(mm[i]))
-            if data is None:
-                pages_of[int(mm[i])] = None
-            else:
-                stats[int(mm[i])] = data
-    pages_of.update(zip(stats, rss.totals(list(stats.values()))))
+            rss.add(int(mm[i]))
+    pages_of = rss.pages_of()
     for i in np.flatnonzero((rec["pid"] == 0) | (parent == addr)).tolist():
         ppid[i] = 0
     rss_pages = _rss_pages(rec, mm, user, mms, mm_index, pages_of, rss_fields)
